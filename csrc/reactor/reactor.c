@@ -1,0 +1,33 @@
+/* reactor/reactor.c — the table of compiled-in backends, best first. */
+#include <string.h>
+#include <stddef.h>
+#include "reactor.h"
+
+#ifdef __linux__
+extern const fc_reactor_ops_t fc_reactor_epoll;
+#endif
+extern const fc_reactor_ops_t fc_reactor_poll;
+
+static const fc_reactor_ops_t *const backends[] = {
+#ifdef __linux__
+    &fc_reactor_epoll,
+#endif
+    &fc_reactor_poll,
+    NULL,
+};
+
+const fc_reactor_ops_t *fc_reactor_find(const char *name) {
+    size_t i;
+    if (name == NULL || name[0] == '\0') return backends[0];
+    for (i = 0; backends[i]; i++)
+        if (strcmp(backends[i]->name, name) == 0) return backends[i];
+    return NULL;
+}
+
+const char *fc_reactor_available(void) {
+#ifdef __linux__
+    return "epoll,poll";
+#else
+    return "poll";
+#endif
+}

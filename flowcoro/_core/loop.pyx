@@ -1,0 +1,775 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""flowcoro._core.loop — the run loop, ready queue, timers and I/O polling.
+
+Theory of operation
+-------------------
+``CoreLoop`` owns four C structures (csrc/):
+
+* ``ready``   — a FIFO ring of handles (``fc_ring_t``); each slot holds one
+  owned reference.  Only the loop's thread touches it.
+* ``timers``  — a binary heap ordered by (when, insertion order)
+  (``fc_heap_t``); each entry holds one owned reference to a TimerHandle.
+* ``reactor`` — the I/O backend picked once at creation (``FLOWCORO_BACKEND``).
+* ``wakeup``  — an eventfd plus a mutex-guarded hand-off list that
+  ``call_soon_threadsafe`` pushes into from other threads.
+
+One iteration (``_run_once``) does what asyncio's does, in the same order:
+drop cancelled timers, wait for I/O (0 if anything is ready), queue the
+handles of ready fds, take what other threads handed over, move due timers
+to ``ready``, then run exactly the handles that were ready when running
+started (callbacks scheduled now run next iteration).
+
+Invariants:
+* A handle is in ``ready`` at most once per scheduling call; cancelled ones
+  stay there and are skipped when popped.
+* ``TimerHandle._scheduled`` is true exactly while the heap holds it.
+* ``_timer_cancelled_count`` counts scheduled-and-cancelled timers.
+
+``CoreLoop`` is never used alone: ``flowcoro.Loop`` mixes it in front of the
+stdlib's unix selector loop, whose pure-Python high-level logic
+(create_connection's happy eyeballs, subprocess, TLS via sslproto, signal
+handlers, sendfile fallback) runs on top of these fast paths unchanged.
+"""
+
+cimport cython
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from libc.stdlib cimport free
+from libc.math cimport ceil
+from libc.errno cimport errno
+from libc.errno cimport EAGAIN, EINTR
+cdef extern from "errno.h":
+    int EWOULDBLOCK
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+
+cdef extern from "sys/uio.h" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec *iov, int iovcnt)
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
+    ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
+    int MSG_NOSIGNAL
+
+
+from libc.stdint cimport uint32_t
+from flowcoro._core._c cimport *
+
+cdef extern from "Python.h":
+    void *PyMem_Malloc_ "PyMem_Malloc"(size_t n)
+    void *PyMem_Realloc_ "PyMem_Realloc"(void *p, size_t n)
+    void PyMem_Free_ "PyMem_Free"(void *p)
+
+cdef class CoreLoop
+
+import os
+import sys
+import threading
+import logging
+import selectors as _selectors
+
+from asyncio import events as aio_events
+from asyncio import format_helpers as aio_format_helpers
+from asyncio import constants as aio_constants
+from asyncio import futures as aio_futures
+
+cdef object aio_Handle = aio_events.Handle
+# A free-threaded build (3.13t) without the GIL needs the locked hand-off path.
+cdef bint GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
+cdef object aio_format_callback = aio_format_helpers._format_callback_source
+cdef object aio_extract_stack = aio_format_helpers.extract_stack
+cdef object sys_getframe = sys._getframe
+cdef object sys_get_asyncgen_hooks = sys.get_asyncgen_hooks
+cdef object sys_set_asyncgen_hooks = sys.set_asyncgen_hooks
+cdef object threading_get_ident = threading.get_ident
+cdef object fileobj_to_fd = _selectors._fileobj_to_fd
+cdef object logger = logging.getLogger("asyncio")
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+    unsigned long PyThread_get_thread_ident() nogil
+
+cdef extern from *:
+    """
+    #include <time.h>
+    static inline double fc_monotonic(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    }
+    """
+    double fc_monotonic() nogil
+
+# asyncio's MAXIMUM_SELECT_TIMEOUT: one day; longer waits are split.
+DEF MAX_WAIT_MS = 86400000
+# Cancelled timers are purged in bulk once they are more than half of a heap
+# of at least this many entries (asyncio's _MIN_SCHEDULED_TIMER_HANDLES).
+DEF MIN_TIMERS_FOR_PURGE = 100
+# recv(2) size for stream transports (asyncio's max_size): one buffer per loop.
+DEF READ_BUF_SIZE = 262144
+
+
+cdef object _oserror(int status):
+    """The one place a C status becomes a Python exception."""
+    if status == FC_ENOMEM_OWN:
+        return MemoryError()
+    if status == FC_EBACKEND:
+        return ValueError("unknown reactor backend")
+    return OSError(-status, os.strerror(-status))
+
+
+@cython.freelist(256)
+cdef class Handle:
+    """A callback scheduled on a FlowCoro loop (same API as asyncio.Handle)."""
+
+    cdef readonly object _callback
+    cdef readonly object _args
+    cdef object _context
+    cdef readonly CoreLoop _loop
+    cdef public bint _cancelled
+    cdef public object _source_traceback
+    cdef object _repr
+
+    def __init__(self, callback, args, loop, context=None):
+        """Create a handle; ``loop`` must be a FlowCoro loop."""
+        _handle_init(self, callback, args, <CoreLoop?>loop, context)
+
+    def cancel(self):
+        """Cancel the callback; a no-op if it already ran or was cancelled."""
+        if not self._cancelled:
+            self._cancelled = True
+            if self._loop is not None and self._loop._debug:
+                self._repr = repr(self)
+            self._callback = None
+            self._args = None
+
+    def cancelled(self):
+        """Return True if the callback was cancelled."""
+        return self._cancelled
+
+    def get_context(self):
+        """Return the contextvars.Context the callback runs in."""
+        return self._context
+
+    def _repr_info(self):
+        info = [self.__class__.__name__]
+        if self._cancelled:
+            info.append('cancelled')
+        if self._callback is not None:
+            info.append(aio_format_callback(self._callback, self._args))
+        if self._source_traceback:
+            frame = self._source_traceback[len(self._source_traceback) - 1]
+            info.append(f'created at {frame[0]}:{frame[1]}')
+        return info
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        return '<{}>'.format(' '.join(self._repr_info()))
+
+    def _run(self):
+        """Run the callback now (the loop calls this; users should not)."""
+        self._run_c()
+
+    cdef int _run_c(self) except -1:
+        cdef object cb = self._callback
+        cdef object args = self._args
+        cdef object ctx = self._context
+        PyContext_Enter(ctx)
+        try:
+            if args:
+                cb(*args)
+            else:
+                cb()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._report(exc, cb, args)
+        finally:
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef _report(self, exc, cb, args):
+        context = {
+            'message': f'Exception in callback {aio_format_callback(cb, args)}',
+            'exception': exc,
+            'handle': self,
+        }
+        if self._source_traceback:
+            context['source_traceback'] = self._source_traceback
+        self._loop.call_exception_handler(context)
+
+
+cdef inline int _handle_init(Handle h, object callback, object args, CoreLoop loop,
+                             object context) except -1:
+    h._callback = callback
+    h._args = args
+    h._loop = loop
+    h._context = PyContext_CopyCurrent() if context is None else context
+    if loop is not None and loop._debug:
+        # Cython functions push no Python frame: frame 0 is the user's.
+        h._source_traceback = aio_extract_stack(sys_getframe(0))
+    return 0
+
+
+cdef class TimerHandle(Handle):
+    """A callback scheduled for a point in time (same API as asyncio.TimerHandle)."""
+
+    cdef readonly double _when
+    cdef public bint _scheduled
+
+    def __init__(self, when, callback, args, loop, context=None):
+        """Create a timer handle due at loop time ``when``."""
+        _handle_init(self, callback, args, <CoreLoop?>loop, context)
+        self._when = when
+
+    def when(self):
+        """Return the loop time at which the callback is due."""
+        return self._when
+
+    def cancel(self):
+        """Cancel the timer; it is dropped from the loop's heap lazily."""
+        if not self._cancelled and self._scheduled and self._loop is not None:
+            self._loop._timer_cancelled_count += 1
+        Handle.cancel(self)
+
+    def _repr_info(self):
+        info = Handle._repr_info(self)
+        info.insert(1 if not self._cancelled else 2, f'when={self._when}')
+        return info
+
+    def __hash__(self):
+        return hash(self._when)
+
+    def __richcmp__(self, other, int op):
+        if not isinstance(other, TimerHandle):
+            return NotImplemented
+        cdef double a = self._when, b = (<TimerHandle>other)._when
+        if op == 0:
+            return a < b
+        if op == 1:
+            return a <= b or self is other
+        if op == 4:
+            return a > b
+        if op == 5:
+            return a >= b or self is other
+        same = (a == b and self._callback == other._callback and
+                self._args == other._args and self._cancelled == other._cancelled)
+        return same if op == 2 else not same
+
+
+cdef class _FdState:
+    """Per-fd interest: which handles wait on it and the mask the reactor has."""
+    cdef Handle reader
+    cdef Handle writer
+    cdef uint32_t mask
+
+
+cdef int _timer_keep(void *data, void *ctx) noexcept:
+    return not (<TimerHandle>data)._cancelled
+
+
+cdef void _timer_drop(void *data, void *ctx) noexcept:
+    (<TimerHandle>data)._scheduled = False
+    Py_DECREF(<object>data)
+
+
+cdef class CoreLoop:
+    """The C/Cython core of ``flowcoro.Loop``; see the module docstring."""
+
+    cdef fc_ring_t ready
+    cdef fc_heap_t timers
+    cdef const fc_reactor_ops_t *ops
+    cdef fc_reactor_t *reactor
+    cdef fc_wakeup_t wakeup
+    cdef bint wakeup_ok
+    cdef fc_event_t *events
+    cdef int max_events
+    cdef char *readbuf          # shared recv(2) buffer of the loop's transports
+    cdef dict _fds
+    cdef unsigned long running_ident     # C thread id while running, else 0
+    cdef bint core_closed
+
+    cdef public bint _closed
+    cdef public bint _stopping
+    cdef public bint _debug
+    cdef public object _thread_id
+    cdef public Py_ssize_t _timer_cancelled_count
+    cdef public double _clock_resolution
+    cdef readonly str backend
+
+    def __cinit__(self, *args, **kwargs):
+        cdef int rc
+        cdef bytes name
+        self._fds = {}
+        self.events = NULL
+        self.reactor = NULL
+        fc_heap_init(&self.timers)
+        if fc_ring_init(&self.ready, 1024) != FC_OK:
+            raise MemoryError()
+        name = os.environ.get("FLOWCORO_BACKEND", "").encode()
+        self.ops = fc_reactor_find(name)
+        if self.ops == NULL:
+            raise ValueError(
+                f"FLOWCORO_BACKEND={name.decode()!r}: no such backend here "
+                f"(available: {fc_reactor_available().decode()})")
+        self.backend = self.ops.name.decode()
+        rc = self.ops.create(&self.reactor)
+        if rc != FC_OK:
+            self.reactor = NULL
+            raise _oserror(rc)
+        rc = fc_wakeup_init(&self.wakeup)
+        if rc != FC_OK:
+            raise _oserror(rc)
+        self.wakeup_ok = True
+        rc = self.ops.set(self.reactor, self.wakeup.rfd, 0, FC_EV_READ)
+        if rc != FC_OK:
+            raise _oserror(rc)
+        self.max_events = 256
+        self.events = <fc_event_t *>PyMem_Malloc_(self.max_events * sizeof(fc_event_t))
+        if self.events == NULL:
+            raise MemoryError()
+        self.readbuf = <char *>PyMem_Malloc_(READ_BUF_SIZE)
+        if self.readbuf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        self._free_core()
+
+    cdef void _free_core(self) noexcept:
+        cdef void **items
+        cdef size_t n, i
+        if self.core_closed:
+            return
+        self.core_closed = True
+        while fc_ring_len(&self.ready):
+            Py_DECREF(<object>fc_ring_pop(&self.ready))
+        fc_ring_free(&self.ready)
+        while self.timers.len:
+            p = fc_heap_pop(&self.timers)
+            (<TimerHandle>p)._scheduled = False
+            Py_DECREF(<object>p)
+        fc_heap_free(&self.timers)
+        if self.wakeup_ok:
+            n = fc_wakeup_drain(&self.wakeup, &items)
+            for i in range(n):
+                Py_DECREF(<object>items[i])
+            free(items)
+            fc_wakeup_close(&self.wakeup)
+            self.wakeup_ok = False
+        if self.reactor != NULL:
+            self.ops.destroy(self.reactor)
+            self.reactor = NULL
+        if self.events != NULL:
+            PyMem_Free_(self.events)
+            self.events = NULL
+        if self.readbuf != NULL:
+            PyMem_Free_(self.readbuf)
+            self.readbuf = NULL
+
+    def _close_core(self):
+        """Free the C structures (called by Loop.close after asyncio's part)."""
+        self._fds.clear()
+        self._free_core()
+
+    # -- time -------------------------------------------------------------
+
+    def time(self):
+        """Return the loop's clock (CLOCK_MONOTONIC, as time.monotonic())."""
+        return fc_monotonic()
+
+    # -- scheduling -------------------------------------------------------
+
+    cdef inline int _push_ready(self, object h) except -1:
+        Py_INCREF(h)
+        if fc_ring_push(&self.ready, <void *>h) != FC_OK:
+            Py_DECREF(h)
+            raise MemoryError()
+        return 0
+
+    cdef inline int _check_open(self) except -1:
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        return 0
+
+    def call_soon(self, callback, *args, context=None):
+        """Arrange for ``callback(*args)`` to run on the next iteration.
+
+        Returns a Handle that can cancel it.  Callbacks run in FIFO order.
+        """
+        self._check_open()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_soon')
+        cdef Handle h = Handle.__new__(Handle)
+        _handle_init(h, callback, args, self, context)
+        self._push_ready(h)
+        return h
+
+    def _call_soon(self, callback, args, context):
+        cdef Handle h = Handle.__new__(Handle)
+        _handle_init(h, callback, args, self, context)
+        self._push_ready(h)
+        return h
+
+    def _add_callback(self, handle):
+        """Queue an existing (asyncio or FlowCoro) handle; used by signal handling."""
+        if not handle._cancelled:
+            self._push_ready(handle)
+
+    def _add_callback_signalsafe(self, handle):
+        self._add_callback(handle)
+        self._write_to_self()
+
+    def _write_to_self(self):
+        if self.wakeup_ok:
+            fc_wakeup_signal(&self.wakeup)
+
+    def call_later(self, delay, callback, *args, context=None):
+        """Arrange for ``callback(*args)`` to run after ``delay`` seconds."""
+        if delay is None:
+            raise TypeError('delay must not be None')
+        return self._call_at(fc_monotonic() + <double>delay, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        """Arrange for ``callback(*args)`` to run at loop time ``when``."""
+        if when is None:
+            raise TypeError('when cannot be None')
+        return self._call_at(<double>when, callback, args, context)
+
+    cdef object _call_at(self, double when, object callback, object args, object context):
+        self._check_open()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_at')
+        cdef TimerHandle t = TimerHandle.__new__(TimerHandle)
+        _handle_init(t, callback, args, self, context)
+        t._when = when
+        Py_INCREF(t)
+        if fc_heap_push(&self.timers, when, <void *>t) != FC_OK:
+            Py_DECREF(t)
+            raise MemoryError()
+        t._scheduled = True
+        return t
+
+    def _timer_handle_cancelled(self, handle):
+        """Count a cancelled timer that is still in the heap."""
+        if handle._scheduled:
+            self._timer_cancelled_count += 1
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        """Like call_soon(), but safe to call from any thread.
+
+        With the GIL, the handle goes straight into the ready queue (the GIL
+        orders the push against the loop's pops, and FIFO order with
+        call_soon() is kept, as asyncio promises); then one eventfd write
+        wakes the loop, coalesced across a burst of calls.  On a
+        free-threaded build it goes through the mutex-guarded hand-off list
+        in csrc/reactor/wakeup.c instead.
+        """
+        self._check_open()
+        if self._debug:
+            self._check_callback(callback, 'call_soon_threadsafe')
+        cdef Handle h = Handle.__new__(Handle)
+        _handle_init(h, callback, args, self, context)
+        if GIL_ENABLED:
+            self._push_ready(h)
+            if self.running_ident != PyThread_get_thread_ident():
+                fc_wakeup_signal(&self.wakeup)
+            return h
+        Py_INCREF(h)
+        if fc_wakeup_push(&self.wakeup, <void *>h) != FC_OK:
+            Py_DECREF(h)
+            raise MemoryError()
+        return h
+
+    # -- I/O readiness ----------------------------------------------------
+
+    cdef int _set_interest(self, int fd, _FdState st, uint32_t mask) except -1:
+        cdef int rc
+        if mask == st.mask:
+            return 0
+        rc = self.ops.set(self.reactor, fd, st.mask, mask)
+        if rc != FC_OK:
+            raise _oserror(rc)
+        st.mask = mask
+        if mask == 0:
+            del self._fds[fd]
+        return 0
+
+    cdef object _add_io(self, object fileobj, object callback, object args, bint write):
+        self._check_open()
+        cdef int fd = fileobj_to_fd(fileobj)
+        cdef Handle h = Handle.__new__(Handle)
+        _handle_init(h, callback, args, self, None)
+        cdef _FdState st = self._fds.get(fd)
+        cdef bint new = st is None
+        if new:
+            st = _FdState.__new__(_FdState)
+            self._fds[fd] = st
+        try:
+            self._set_interest(fd, st, st.mask | (FC_EV_WRITE if write else FC_EV_READ))
+        except BaseException:
+            if new:
+                del self._fds[fd]
+            raise
+        old = st.writer if write else st.reader
+        if write:
+            st.writer = h
+        else:
+            st.reader = h
+        if old is not None:
+            old.cancel()
+        return h
+
+    cdef object _remove_io(self, object fileobj, bint write):
+        if self._closed:
+            return False
+        cdef int fd = fileobj_to_fd(fileobj)
+        cdef _FdState st = self._fds.get(fd)
+        if st is None:
+            return False
+        cdef Handle h = st.writer if write else st.reader
+        if h is None:
+            return False
+        if write:
+            st.writer = None
+        else:
+            st.reader = None
+        h.cancel()
+        self._set_interest(fd, st, st.mask & ~(FC_EV_WRITE if write else FC_EV_READ))
+        return True
+
+    def _add_reader(self, fd, callback, *args):
+        return self._add_io(fd, callback, args, False)
+
+    def _remove_reader(self, fd):
+        return self._remove_io(fd, False)
+
+    def _add_writer(self, fd, callback, *args):
+        return self._add_io(fd, callback, args, True)
+
+    def _remove_writer(self, fd):
+        return self._remove_io(fd, True)
+
+    def _fd_interest(self, fd):
+        """(reader handle, writer handle) for ``fd``, or None (for tests/debugging)."""
+        st = self._fds.get(fd)
+        if st is None:
+            return None
+        return ((<_FdState>st).reader, (<_FdState>st).writer)
+
+    # -- running ----------------------------------------------------------
+
+    def is_running(self):
+        """Return True while run_forever() is executing."""
+        return self._thread_id is not None
+
+    def is_closed(self):
+        """Return True once close() was called."""
+        return self._closed
+
+    def stop(self):
+        """Stop after the current iteration; already-scheduled callbacks still run."""
+        self._stopping = True
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_hooks = sys_get_asyncgen_hooks()
+        try:
+            self._thread_id = threading_get_ident()
+            self.running_ident = PyThread_get_thread_ident()
+            sys_set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            # Looked up per run: tests swap in the pure-Python versions.
+            aio_events._set_running_loop(self)
+            while True:
+                self._run_once_c()
+                if self._stopping:
+                    break
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            self.running_ident = 0
+            aio_events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys_set_asyncgen_hooks(*old_hooks)
+
+    def _run_once(self):
+        """Run one iteration (exposed for tests and tools like asyncio's)."""
+        self._run_once_c()
+
+    cdef int _purge_timers(self) except -1:
+        cdef TimerHandle t
+        if (self.timers.len > MIN_TIMERS_FOR_PURGE and
+                self._timer_cancelled_count * 2 > <Py_ssize_t>self.timers.len):
+            fc_heap_filter(&self.timers, _timer_keep, _timer_drop, NULL)
+            self._timer_cancelled_count = 0
+        else:
+            while self.timers.len:
+                t = <TimerHandle>fc_heap_top(&self.timers).data
+                if not t._cancelled:
+                    break
+                fc_heap_pop(&self.timers)
+                self._timer_cancelled_count -= 1
+                t._scheduled = False
+                Py_DECREF(t)
+        return 0
+
+    cdef int _run_once_c(self) except -1:
+        cdef int timeout_ms, n, i, fd
+        cdef uint32_t ev
+        cdef double delay, end
+        cdef size_t ntodo, k, m
+        cdef void **items
+        cdef void *p
+        cdef _FdState st
+        cdef Handle h
+        cdef TimerHandle t
+        cdef object obj
+
+        if self.reactor == NULL:
+            raise RuntimeError('Event loop is closed')
+        self._purge_timers()
+
+        if fc_ring_len(&self.ready) or self._stopping or fc_wakeup_pending(&self.wakeup):
+            timeout_ms = 0
+        elif self.timers.len:
+            delay = fc_heap_top(&self.timers).when - fc_monotonic()
+            if delay <= 0:
+                timeout_ms = 0
+            elif delay * 1000.0 >= MAX_WAIT_MS:
+                timeout_ms = MAX_WAIT_MS
+            else:
+                timeout_ms = <int>ceil(delay * 1000.0)
+        else:
+            timeout_ms = -1
+
+        with nogil:
+            n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
+        if n < 0:
+            raise _oserror(n)
+        # Python-level signal handlers (SIGINT -> KeyboardInterrupt) run here,
+        # between iterations, as they would between bytecodes.
+        PyErr_CheckSignals()
+
+        for i in range(n):
+            fd = self.events[i].fd
+            ev = self.events[i].events
+            if fd == self.wakeup.rfd:
+                continue        # drained below, together with the hint
+            obj = self._fds.get(fd)
+            if obj is None:
+                continue
+            st = <_FdState>obj
+            if ev & FC_EV_READ and st.reader is not None:
+                if st.reader._cancelled:
+                    self._remove_io(fd, False)
+                else:
+                    self._push_ready(st.reader)
+            if ev & FC_EV_WRITE and st.writer is not None:
+                if st.writer._cancelled:
+                    self._remove_io(fd, True)
+                else:
+                    self._push_ready(st.writer)
+        if n == self.max_events and self.max_events < 4096:
+            self._grow_events()
+
+        if fc_wakeup_pending(&self.wakeup) or n:
+            m = fc_wakeup_drain(&self.wakeup, &items)
+            for k in range(m):
+                # The reference taken by call_soon_threadsafe moves to ready.
+                if fc_ring_push(&self.ready, items[k]) != FC_OK:
+                    for i in range(k, m):
+                        Py_DECREF(<object>items[i])
+                    free(items)
+                    raise MemoryError()
+            free(items)
+
+        end = fc_monotonic() + self._clock_resolution
+        while self.timers.len:
+            if fc_heap_top(&self.timers).when >= end:
+                break
+            p = fc_heap_pop(&self.timers)
+            (<TimerHandle>p)._scheduled = False
+            # The heap's reference moves to ready.
+            if fc_ring_push(&self.ready, p) != FC_OK:
+                Py_DECREF(<object>p)
+                raise MemoryError()
+
+        ntodo = fc_ring_len(&self.ready)
+        if self._debug:
+            return self._run_ready_debug(ntodo)
+        for k in range(ntodo):
+            p = fc_ring_pop(&self.ready)
+            obj = <object>p
+            Py_DECREF(obj)          # obj keeps its own reference
+            if type(obj) is Handle or type(obj) is TimerHandle:
+                h = <Handle>obj
+                if not h._cancelled:
+                    h._run_c()
+            elif not obj._cancelled:
+                obj._run()
+        return 0
+
+    cdef int _grow_events(self) except -1:
+        cdef int m = self.max_events * 2
+        cdef void *nb = PyMem_Realloc_(self.events, m * sizeof(fc_event_t))
+        if nb == NULL:
+            raise MemoryError()
+        self.events = <fc_event_t *>nb
+        self.max_events = m
+        return 0
+
+    cdef int _run_ready_debug(self, size_t ntodo) except -1:
+        cdef size_t k
+        cdef double t0, dt
+        for k in range(ntodo):
+            obj = <object>fc_ring_pop(&self.ready)
+            Py_DECREF(obj)
+            if obj._cancelled:
+                continue
+            try:
+                self._current_handle = obj
+                t0 = fc_monotonic()
+                if isinstance(obj, Handle):
+                    (<Handle>obj)._run_c()
+                else:
+                    obj._run()
+                dt = fc_monotonic() - t0
+                if dt >= self.slow_callback_duration:
+                    logger.warning('Executing %s took %.3f seconds',
+                                   _format_handle(obj), dt)
+            finally:
+                self._current_handle = None
+        return 0
+
+    def _ready_count(self):
+        """Number of handles waiting in the ready queue (metrics, tests)."""
+        return fc_ring_len(&self.ready)
+
+    def _timer_count(self):
+        """Number of timers in the heap, cancelled ones included."""
+        return self.timers.len
+
+
+def _format_handle(handle):
+    cb = getattr(handle, '_callback', None)
+    owner = getattr(cb, '__self__', None)
+    if owner is not None and hasattr(owner, 'get_coro'):
+        return repr(owner)
+    return str(handle)
+
+
+def available_backends():
+    """Names of the reactor backends compiled into this build, best first."""
+    return fc_reactor_available().decode().split(",")
+
+
+include "transport.pxi"
