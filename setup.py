@@ -8,7 +8,19 @@ import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
 from Cython.Build import cythonize
+
+
+class build_ext(_build_ext):
+    """In-place builds replace a .so by unlink + copy, never by rewriting it:
+    a process that has the old one mapped (a test run, a benchmark) keeps
+    working instead of crashing on a file changed under it."""
+
+    def copy_file(self, src, dst, *args, **kwargs):
+        if dst.endswith(".so") and os.path.exists(dst):
+            os.unlink(dst)
+        return super().copy_file(src, dst, *args, **kwargs)
 
 CSRC = "csrc"
 REACTOR = [f"{CSRC}/reactor/reactor.c", f"{CSRC}/reactor/epoll.c",
@@ -33,10 +45,10 @@ def ext(name, sources):
 
 extensions = [
     ext("flowcoro._core.loop", ["flowcoro/_core/loop.pyx"] + REACTOR + TIMER),
-    # ext("flowcoro._core.transport", ["flowcoro/_core/transport.pyx"]),
 ]
 
 setup(
+    cmdclass={"build_ext": build_ext},
     ext_modules=cythonize(
         extensions,
         compiler_directives={"language_level": "3", "embedsignature": True},
