@@ -77,6 +77,11 @@ from asyncio import constants as aio_constants
 from asyncio import futures as aio_futures
 
 cdef object aio_Handle = aio_events.Handle
+import asyncio.base_events
+import asyncio.tasks
+cdef object aio_BaseEventLoop = asyncio.base_events.BaseEventLoop
+cdef object aio_Task = asyncio.tasks.Task
+cdef object aio_Future = aio_futures.Future
 # A free-threaded build (3.13t) without the GIL needs the locked hand-off path.
 cdef bint GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
 cdef object aio_format_callback = aio_format_helpers._format_callback_source
@@ -108,6 +113,14 @@ DEF MAX_WAIT_MS = 86400000
 # Cancelled timers are purged in bulk once they are more than half of a heap
 # of at least this many entries (asyncio's _MIN_SCHEDULED_TIMER_HANDLES).
 DEF MIN_TIMERS_FOR_PURGE = 100
+# Poll skipping: while callbacks keep the ready queue busy, a non-blocking
+# poll that finds nothing costs one system call per iteration (most of a
+# sleep(0) switch).  We skip it, but never for longer than POLL_SKIP_MAX_S
+# nor more than POLL_SKIP_MAX_ITERS iterations in a row, so I/O is seen
+# within ~50 us even under a callback storm.  A blocking wait (nothing
+# ready), a stop() request and pending timers never skip.
+DEF POLL_SKIP_MAX_S = 0.00005
+DEF POLL_SKIP_MAX_ITERS = 32
 # recv(2) size for stream transports (asyncio's max_size): one buffer per loop.
 DEF READ_BUF_SIZE = 262144
 
@@ -121,6 +134,16 @@ cdef object _oserror(int status):
     return OSError(-status, os.strerror(-status))
 
 
+# Handles are not tracked by the cyclic GC (no_gc): they are created and
+# dropped by the million, and tracking made every 700th call_soon() pay for a
+# generation-0 collection that walked all pending handles.  What keeps this
+# leak-free: a one-shot handle (call_soon/call_later/call_at) drops its
+# callback and args when it has run or is cancelled, so the usual cycle
+# ``obj -> handle -> bound method -> obj`` is broken as soon as the handle is
+# spent; while pending, the loop itself holds the handle, so nothing in it is
+# garbage.  Reader/writer handles run many times and keep their callback
+# until removed (remove_reader cancels them).
+@cython.no_gc
 @cython.freelist(256)
 cdef class Handle:
     """A callback scheduled on a FlowCoro loop (same API as asyncio.Handle)."""
@@ -132,6 +155,7 @@ cdef class Handle:
     cdef public bint _cancelled
     cdef public object _source_traceback
     cdef object _repr
+    cdef bint _oneshot      # dropped callback/args after running (see above)
 
     def __init__(self, callback, args, loop, context=None):
         """Create a handle; ``loop`` must be a FlowCoro loop."""
@@ -179,6 +203,9 @@ cdef class Handle:
         cdef object args = self._args
         cdef object ctx = self._context
         PyContext_Enter(ctx)
+        if self._oneshot and not self._loop._debug:
+            self._callback = None
+            self._args = None
         try:
             if args:
                 cb(*args)
@@ -193,6 +220,10 @@ cdef class Handle:
         return 0
 
     cdef _report(self, exc, cb, args):
+        if not self._cancelled:
+            # Put them back for the handler's repr() of the handle.
+            self._callback = cb
+            self._args = args
         context = {
             'message': f'Exception in callback {aio_format_callback(cb, args)}',
             'exception': exc,
@@ -215,6 +246,7 @@ cdef inline int _handle_init(Handle h, object callback, object args, CoreLoop lo
     return 0
 
 
+@cython.no_gc
 cdef class TimerHandle(Handle):
     """A callback scheduled for a point in time (same API as asyncio.TimerHandle)."""
 
@@ -292,12 +324,15 @@ cdef class CoreLoop:
     cdef dict _fds
     cdef unsigned long running_ident     # C thread id while running, else 0
     cdef bint core_closed
+    cdef double last_poll         # fc_monotonic() of the last reactor wait
+    cdef int skipped_polls        # consecutive iterations that skipped it
 
     cdef public bint _closed
     cdef public bint _stopping
     cdef public bint _debug
     cdef public object _thread_id
     cdef public Py_ssize_t _timer_cancelled_count
+    cdef public object _task_factory
     cdef public double _clock_resolution
     cdef readonly str backend
 
@@ -406,12 +441,14 @@ cdef class CoreLoop:
             self._check_callback(callback, 'call_soon')
         cdef Handle h = Handle.__new__(Handle)
         _handle_init(h, callback, args, self, context)
+        h._oneshot = True
         self._push_ready(h)
         return h
 
     def _call_soon(self, callback, args, context):
         cdef Handle h = Handle.__new__(Handle)
         _handle_init(h, callback, args, self, context)
+        h._oneshot = True
         self._push_ready(h)
         return h
 
@@ -447,6 +484,7 @@ cdef class CoreLoop:
             self._check_callback(callback, 'call_at')
         cdef TimerHandle t = TimerHandle.__new__(TimerHandle)
         _handle_init(t, callback, args, self, context)
+        t._oneshot = True
         t._when = when
         Py_INCREF(t)
         if fc_heap_push(&self.timers, when, <void *>t) != FC_OK:
@@ -475,6 +513,7 @@ cdef class CoreLoop:
             self._check_callback(callback, 'call_soon_threadsafe')
         cdef Handle h = Handle.__new__(Handle)
         _handle_init(h, callback, args, self, context)
+        h._oneshot = True
         if GIL_ENABLED:
             self._push_ready(h)
             if self.running_ident != PyThread_get_thread_ident():
@@ -485,6 +524,24 @@ cdef class CoreLoop:
             Py_DECREF(h)
             raise MemoryError()
         return h
+
+    # -- futures and tasks -------------------------------------------------
+
+    def create_future(self):
+        """Create a Future attached to this loop."""
+        return aio_Future(loop=self)
+
+    def create_task(self, coro, *, name=None, context=None):
+        """Schedule coroutine ``coro`` as a Task and return it.
+
+        With a task factory set (set_task_factory) it is called exactly as
+        asyncio calls it; otherwise the C Task of asyncio is created here
+        without a Python frame in between.
+        """
+        self._check_open()
+        if self._task_factory is not None:
+            return aio_BaseEventLoop.create_task(self, coro, name=name, context=context)
+        return aio_Task(coro, loop=self, name=name, context=context)
 
     # -- I/O readiness ----------------------------------------------------
 
@@ -625,7 +682,7 @@ cdef class CoreLoop:
     cdef int _run_once_c(self) except -1:
         cdef int timeout_ms, n, i, fd
         cdef uint32_t ev
-        cdef double delay, end
+        cdef double delay, end, now
         cdef size_t ntodo, k, m
         cdef void **items
         cdef void *p
@@ -651,10 +708,21 @@ cdef class CoreLoop:
         else:
             timeout_ms = -1
 
-        with nogil:
-            n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
-        if n < 0:
-            raise _oserror(n)
+        now = fc_monotonic()
+        if (timeout_ms == 0 and not self._stopping and
+                self.skipped_polls < POLL_SKIP_MAX_ITERS and
+                now - self.last_poll < POLL_SKIP_MAX_S and
+                fc_ring_len(&self.ready) and
+                (self.timers.len == 0 or fc_heap_top(&self.timers).when > now)):
+            self.skipped_polls += 1
+            n = 0
+        else:
+            self.skipped_polls = 0
+            with nogil:
+                n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
+            self.last_poll = now
+            if n < 0:
+                raise _oserror(n)
         # Python-level signal handlers (SIGINT -> KeyboardInterrupt) run here,
         # between iterations, as they would between bytecodes.
         PyErr_CheckSignals()
