@@ -8,7 +8,8 @@ so code written for asyncio catches them as before.
 __all__ = [
     "FlowCoroError", "LoopClosedError", "BackendError", "PoolError",
     "PoolTimeoutError", "PoolClosedError", "StreamError", "IncompleteReadError",
-    "LimitOverrunError", "ServerClosedError",
+    "LimitOverrunError", "ServerClosedError", "StreamClosedError",
+    "InvalidArgumentError", "InvalidStateError",
 ]
 
 
@@ -24,8 +25,38 @@ class BackendError(FlowCoroError, ValueError):
     """An unknown or unavailable reactor backend was asked for."""
 
 
+class InvalidArgumentError(FlowCoroError, ValueError):
+    """A call got an argument it cannot use (the caller's fault).
+
+    Attributes:
+        argument: the parameter's name.
+        value: the value that was passed.
+    """
+
+    def __init__(self, argument, value, reason):
+        self.argument = argument
+        self.value = value
+        super().__init__(f"{argument}={value!r}: {reason}")
+
+    def __reduce__(self):
+        reason = self.args[0].split(": ", 1)[1]
+        return type(self), (self.argument, self.value, reason)
+
+
+class InvalidStateError(FlowCoroError, RuntimeError):
+    """An object was used in a state that does not allow the call.
+
+    Examples: ``accept()`` on a server that is already serving, a second
+    concurrent ``read()`` on one stream, ``serve()`` before binding.
+    """
+
+
 class StreamError(FlowCoroError):
     """A flowcoro.net stream operation failed."""
+
+
+class StreamClosedError(StreamError, ConnectionError):
+    """The stream was closed by this side; it can no longer be read or written."""
 
 
 class IncompleteReadError(StreamError, EOFError):
