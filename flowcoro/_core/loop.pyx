@@ -113,6 +113,11 @@ DEF MAX_WAIT_MS = 86400000
 # Cancelled timers are purged in bulk once they are more than half of a heap
 # of at least this many entries (asyncio's _MIN_SCHEDULED_TIMER_HANDLES).
 DEF MIN_TIMERS_FOR_PURGE = 100
+# Callback priorities (see "priorities" below); values match flowcoro.Priority.
+DEF PRIO_LOW = 0
+DEF PRIO_NORMAL = 1
+DEF PRIO_HIGH = 2
+DEF PRIO_CRITICAL = 3
 # Poll skipping: while callbacks keep the ready queue busy, a non-blocking
 # poll that finds nothing costs one system call per iteration (most of a
 # sleep(0) switch).  We skip it, but never for longer than POLL_SKIP_MAX_S
@@ -156,6 +161,7 @@ cdef class Handle:
     cdef public object _source_traceback
     cdef object _repr
     cdef bint _oneshot      # dropped callback/args after running (see above)
+    cdef unsigned char _prio    # PRIO_LOW..PRIO_CRITICAL: which ready ring
 
     def __init__(self, callback, args, loop, context=None):
         """Create a handle; ``loop`` must be a FlowCoro loop."""
@@ -240,6 +246,9 @@ cdef inline int _handle_init(Handle h, object callback, object args, CoreLoop lo
     h._args = args
     h._loop = loop
     h._context = PyContext_CopyCurrent() if context is None else context
+    h._prio = PRIO_NORMAL
+    if loop is not None and loop.prio_used:
+        h._prio = _context_priority(h._context)
     if loop is not None and loop._debug:
         # Cython functions push no Python frame: frame 0 is the user's.
         h._source_traceback = aio_extract_stack(sys_getframe(0))
@@ -293,6 +302,29 @@ cdef class TimerHandle(Handle):
         return same if op == 2 else not same
 
 
+# -- priorities ---------------------------------------------------------------
+# A callback's priority is the value of ``priority_var`` in the context it
+# runs in.  flowcoro.create_task(coro, priority=...) sets it in the task's
+# context, so every step of that task, and every callback scheduled from it
+# with the default context, inherits it.  Rule (anti-starvation): each
+# iteration still runs exactly the callbacks that were ready when it began;
+# priority only orders them (CRITICAL, HIGH, NORMAL, LOW, FIFO within a
+# level).  So a LOW callback waits at most one iteration longer than it
+# would without priorities, however many CRITICAL ones keep arriving: those
+# land in the next iteration's snapshot, behind it.
+
+import contextvars as _contextvars
+priority_var = _contextvars.ContextVar("flowcoro_priority", default=PRIO_NORMAL)
+
+
+cdef unsigned char _context_priority(object ctx) except 255:
+    v = ctx.get(priority_var, PRIO_NORMAL)
+    cdef long p = v
+    if p < PRIO_LOW or p > PRIO_CRITICAL:
+        raise ValueError(f"priority must be 0..3, got {v!r}")
+    return <unsigned char>p
+
+
 cdef class _FdState:
     """Per-fd interest: which handles wait on it and the mask the reactor has."""
     cdef Handle reader
@@ -312,7 +344,9 @@ cdef void _timer_drop(void *data, void *ctx) noexcept:
 cdef class CoreLoop:
     """The C/Cython core of ``flowcoro.Loop``; see the module docstring."""
 
-    cdef fc_ring_t ready
+    cdef fc_ring_t ready          # PRIO_NORMAL, and everything while priorities are off
+    cdef fc_ring_t prio_rings[4]  # [PRIO_LOW], [PRIO_HIGH], [PRIO_CRITICAL] once enabled
+    cdef bint prio_used           # set once by _enable_priorities(); never cleared
     cdef fc_heap_t timers
     cdef const fc_reactor_ops_t *ops
     cdef fc_reactor_t *reactor
@@ -383,6 +417,11 @@ cdef class CoreLoop:
         while fc_ring_len(&self.ready):
             Py_DECREF(<object>fc_ring_pop(&self.ready))
         fc_ring_free(&self.ready)
+        if self.prio_used:
+            for i in (PRIO_LOW, PRIO_HIGH, PRIO_CRITICAL):
+                while fc_ring_len(&self.prio_rings[i]):
+                    Py_DECREF(<object>fc_ring_pop(&self.prio_rings[i]))
+                fc_ring_free(&self.prio_rings[i])
         while self.timers.len:
             p = fc_heap_pop(&self.timers)
             (<TimerHandle>p)._scheduled = False
@@ -420,10 +459,36 @@ cdef class CoreLoop:
 
     cdef inline int _push_ready(self, object h) except -1:
         Py_INCREF(h)
-        if fc_ring_push(&self.ready, <void *>h) != FC_OK:
+        if self._push_owned(<void *>h) != FC_OK:
             Py_DECREF(h)
             raise MemoryError()
         return 0
+
+    cdef inline int _push_owned(self, void *p) noexcept:
+        """Queue a handle whose reference the caller hands over."""
+        cdef fc_ring_t *r = &self.ready
+        cdef unsigned char pr
+        if self.prio_used and type(<object>p) in (Handle, TimerHandle):
+            pr = (<Handle>p)._prio
+            if pr != PRIO_NORMAL:
+                r = &self.prio_rings[pr]
+        return fc_ring_push(r, p)
+
+    cdef inline size_t _nready(self) noexcept:
+        if not self.prio_used:
+            return fc_ring_len(&self.ready)
+        return (fc_ring_len(&self.ready) + fc_ring_len(&self.prio_rings[PRIO_LOW]) +
+                fc_ring_len(&self.prio_rings[PRIO_HIGH]) +
+                fc_ring_len(&self.prio_rings[PRIO_CRITICAL]))
+
+    def _enable_priorities(self):
+        """Turn on per-priority ready rings (flowcoro.create_task does it)."""
+        if self.prio_used:
+            return
+        for i in (PRIO_LOW, PRIO_HIGH, PRIO_CRITICAL):
+            if fc_ring_init(&self.prio_rings[i], 64) != FC_OK:
+                raise MemoryError()
+        self.prio_used = True
 
     cdef inline int _check_open(self) except -1:
         if self._closed:
@@ -695,7 +760,7 @@ cdef class CoreLoop:
             raise RuntimeError('Event loop is closed')
         self._purge_timers()
 
-        if fc_ring_len(&self.ready) or self._stopping or fc_wakeup_pending(&self.wakeup):
+        if self._nready() or self._stopping or fc_wakeup_pending(&self.wakeup):
             timeout_ms = 0
         elif self.timers.len:
             delay = fc_heap_top(&self.timers).when - fc_monotonic()
@@ -712,7 +777,7 @@ cdef class CoreLoop:
         if (timeout_ms == 0 and not self._stopping and
                 self.skipped_polls < POLL_SKIP_MAX_ITERS and
                 now - self.last_poll < POLL_SKIP_MAX_S and
-                fc_ring_len(&self.ready) and
+                self._nready() and
                 (self.timers.len == 0 or fc_heap_top(&self.timers).when > now)):
             self.skipped_polls += 1
             n = 0
@@ -753,7 +818,7 @@ cdef class CoreLoop:
             m = fc_wakeup_drain(&self.wakeup, &items)
             for k in range(m):
                 # The reference taken by call_soon_threadsafe moves to ready.
-                if fc_ring_push(&self.ready, items[k]) != FC_OK:
+                if self._push_owned(items[k]) != FC_OK:
                     for i in range(k, m):
                         Py_DECREF(<object>items[i])
                     free(items)
@@ -767,13 +832,13 @@ cdef class CoreLoop:
             p = fc_heap_pop(&self.timers)
             (<TimerHandle>p)._scheduled = False
             # The heap's reference moves to ready.
-            if fc_ring_push(&self.ready, p) != FC_OK:
+            if self._push_owned(p) != FC_OK:
                 Py_DECREF(<object>p)
                 raise MemoryError()
 
+        if self.prio_used or self._debug:
+            return self._run_ready_general()
         ntodo = fc_ring_len(&self.ready)
-        if self._debug:
-            return self._run_ready_debug(ntodo)
         for k in range(ntodo):
             p = fc_ring_pop(&self.ready)
             obj = <object>p
@@ -795,32 +860,47 @@ cdef class CoreLoop:
         self.max_events = m
         return 0
 
-    cdef int _run_ready_debug(self, size_t ntodo) except -1:
+    cdef int _run_ready_general(self) except -1:
+        """Run this iteration's snapshot by priority, with debug timing if on."""
+        cdef size_t counts[4]
         cdef size_t k
+        cdef int pr
+        cdef fc_ring_t *r
         cdef double t0, dt
-        for k in range(ntodo):
-            obj = <object>fc_ring_pop(&self.ready)
-            Py_DECREF(obj)
-            if obj._cancelled:
-                continue
-            try:
-                self._current_handle = obj
-                t0 = fc_monotonic()
-                if isinstance(obj, Handle):
-                    (<Handle>obj)._run_c()
-                else:
-                    obj._run()
-                dt = fc_monotonic() - t0
-                if dt >= self.slow_callback_duration:
-                    logger.warning('Executing %s took %.3f seconds',
-                                   _format_handle(obj), dt)
-            finally:
-                self._current_handle = None
+        counts[PRIO_NORMAL] = fc_ring_len(&self.ready)
+        for pr in (PRIO_LOW, PRIO_HIGH, PRIO_CRITICAL):
+            counts[pr] = fc_ring_len(&self.prio_rings[pr]) if self.prio_used else 0
+        for pr in range(PRIO_CRITICAL, PRIO_LOW - 1, -1):
+            r = &self.ready if pr == PRIO_NORMAL else &self.prio_rings[pr]
+            for k in range(counts[pr]):
+                obj = <object>fc_ring_pop(r)
+                Py_DECREF(obj)
+                if obj._cancelled:
+                    continue
+                if not self._debug:
+                    if isinstance(obj, Handle):
+                        (<Handle>obj)._run_c()
+                    else:
+                        obj._run()
+                    continue
+                try:
+                    self._current_handle = obj
+                    t0 = fc_monotonic()
+                    if isinstance(obj, Handle):
+                        (<Handle>obj)._run_c()
+                    else:
+                        obj._run()
+                    dt = fc_monotonic() - t0
+                    if dt >= self.slow_callback_duration:
+                        logger.warning('Executing %s took %.3f seconds',
+                                       _format_handle(obj), dt)
+                finally:
+                    self._current_handle = None
         return 0
 
     def _ready_count(self):
-        """Number of handles waiting in the ready queue (metrics, tests)."""
-        return fc_ring_len(&self.ready)
+        """Number of handles waiting in the ready queues (metrics, tests)."""
+        return self._nready()
 
     def _timer_count(self):
         """Number of timers in the heap, cancelled ones included."""
