@@ -45,6 +45,7 @@ def ext(name, sources):
 
 extensions = [
     ext("flowcoro._core.loop", ["flowcoro/_core/loop.pyx"] + REACTOR + TIMER),
+    ext("flowcoro._core.stream", ["flowcoro/_core/stream.pyx"]),
 ]
 
 setup(
