@@ -15,10 +15,14 @@ class _Ready:
 class StreamProtocol:
     """asyncio protocol with a C receive buffer; the engine of Stream."""
 
-    high_water: int
-    low_water: int
-    read_pauses: int
-    write_pauses: int
+    @property
+    def high_water(self) -> int: ...
+    @property
+    def low_water(self) -> int: ...
+    @property
+    def read_pauses(self) -> int: ...
+    @property
+    def write_pauses(self) -> int: ...
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop | None = ...,

@@ -137,8 +137,8 @@ cdef class StreamProtocol:
     cdef Py_ssize_t _start
     cdef Py_ssize_t _end
     cdef Py_ssize_t _limit
-    cdef readonly Py_ssize_t high_water
-    cdef readonly Py_ssize_t low_water
+    cdef Py_ssize_t _high
+    cdef Py_ssize_t _low
     cdef bint _reading_paused
     cdef bint _eof            # no more data will arrive
     cdef bint _lost           # connection_lost() ran
@@ -152,8 +152,8 @@ cdef class StreamProtocol:
     cdef bint _write_paused
     cdef list _drain_waiters
     cdef list _close_waiters
-    cdef readonly unsigned long read_pauses
-    cdef readonly unsigned long write_pauses
+    cdef unsigned long _read_pauses
+    cdef unsigned long _write_pauses
 
     def __cinit__(self):
         self._buf = NULL
@@ -170,8 +170,8 @@ cdef class StreamProtocol:
         self._loop = aio_get_running_loop() if loop is None else loop
         self._create_future = self._loop.create_future
         self._limit = limit
-        self.high_water = high_water
-        self.low_water = high_water // 2
+        self._high = high_water
+        self._low = high_water // 2
         self._on_connect = on_connect
 
     def __dealloc__(self):
@@ -220,9 +220,9 @@ cdef class StreamProtocol:
                 return         # the reader needs more: keep reading, do not pause
             self._waiter = None
             _resolve(w, None)
-        if size > self.high_water and not self._reading_paused and not self._lost:
+        if size > self._high and not self._reading_paused and not self._lost:
             self._reading_paused = True
-            self.read_pauses += 1
+            self._read_pauses += 1
             self._transport.pause_reading()
 
     def eof_received(self):
@@ -244,7 +244,7 @@ cdef class StreamProtocol:
     def pause_writing(self):
         """The transport's write buffer is over its high-water mark: drain() blocks."""
         self._write_paused = True
-        self.write_pauses += 1
+        self._write_pauses += 1
 
     def resume_writing(self):
         """The transport's write buffer drained: release drain() waiters."""
@@ -287,7 +287,7 @@ cdef class StreamProtocol:
                 PyMem_Free(self._buf)
                 self._buf = NULL
                 self._cap = 0
-        if self._reading_paused and self._end - self._start <= self.low_water:
+        if self._reading_paused and self._end - self._start <= self._low:
             self._resume()
         return out
 
@@ -358,6 +358,26 @@ cdef class StreamProtocol:
     def transport(self):
         """The transport given to connection_made(), or None before it."""
         return self._transport
+
+    @property
+    def high_water(self):
+        """Unread bytes above which reading is paused."""
+        return self._high
+
+    @property
+    def low_water(self):
+        """Unread bytes at or below which paused reading resumes (high_water // 2)."""
+        return self._low
+
+    @property
+    def read_pauses(self):
+        """How many times reading was paused because the buffer was full."""
+        return self._read_pauses
+
+    @property
+    def write_pauses(self):
+        """How many times the transport paused our writing (pause_writing calls)."""
+        return self._write_pauses
 
 
 cdef inline bint _resolve(fut, value) except -1:
