@@ -97,6 +97,7 @@ class TcpServer:
         self._accept_waiters = collections.deque()
         self._accepted = collections.deque()      # sockets whose accept() was cancelled
         self._servers = []                        # asyncio.Server objects (serve mode)
+        self._starting = None                     # future while serve() starts listening
         self._handler = None
         self._handlers = {}                       # task -> Stream
         self._conns = weakref.WeakSet()           # streams handed out
@@ -369,11 +370,20 @@ class TcpServer:
         for sock in self._accepted:      # accepted for a cancelled accept(): serve them too
             loop.create_task(self._serve_accepted(sock))
         self._accepted.clear()
+        # stop() waits on this before closing the sockets create_server is
+        # being given, so it never pulls a socket from under it.
+        starting = self._starting = loop.create_future()
         try:
-            for sock in self._socks:
-                srv = await loop.create_server(self._serve_protocol, sock=sock,
-                                               backlog=self._backlog)
-                self._servers.append(srv)
+            try:
+                for sock in self._socks:
+                    srv = await loop.create_server(self._serve_protocol, sock=sock,
+                                                   backlog=self._backlog)
+                    self._servers.append(srv)
+                    if self._state != _SERVING:     # stop() began meanwhile
+                        break
+            finally:
+                self._starting = None
+                starting.set_result(None)
             await self._stopped.wait()
         except BaseException:            # cancelled, or create_server failed
             await asyncio.shield(self.stop(grace=0))
@@ -447,6 +457,8 @@ class TcpServer:
             return
         self._state = _STOPPING
         try:
+            if self._starting is not None:
+                await asyncio.shield(self._starting)
             self._close_listeners()
             me = asyncio.current_task()
             tasks = [t for t in self._handlers if t is not me]

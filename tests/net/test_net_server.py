@@ -350,3 +350,24 @@ def test_server_connections_use_configured_limit(run):
         assert got == [1234]
 
     run(main())
+
+
+def test_stop_while_serve_is_starting(run):
+    # stop() racing serve()'s create_server must neither break serve() nor
+    # pull the listening socket from under the loop.
+    async def main():
+        for yields in range(4):
+            server = TcpServer()
+            await server.bind_and_listen("127.0.0.1", 0)
+            task = asyncio.ensure_future(server.serve(lambda conn: None))
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            await server.stop()
+            if yields == 0:              # serve() had not begun: it was too late
+                with pytest.raises(ServerClosedError):
+                    await task
+            else:
+                await task
+            assert server.sockets == ()
+
+    run(main())
