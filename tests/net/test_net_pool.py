@@ -121,17 +121,17 @@ def test_idle_connections_expire(run, serving, echo):
     async def main():
         async with serving(echo) as server:
             async with ConnectionPool(host="127.0.0.1", port=server.port,
-                                      idle_timeout=0.05) as pool:
+                                      idle_timeout=0.2) as pool:
                 a = await pool.acquire()
                 b = await pool.acquire()
                 pool.release(a)
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(0.12)
                 pool.release(b)
-                await asyncio.sleep(0.04)           # a expired, b not yet
+                await asyncio.sleep(0.12)           # a expired (0.24 s), b not yet (0.12 s)
                 st = pool.stats()
                 assert (st.idle, st.size, st.discarded) == (1, 1, 1)
                 assert a.is_closing() and not b.is_closing()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.15)
                 assert pool.stats().idle == 0 and pool.stats().size == 0
                 assert b.is_closing()
                 c = await pool.acquire()            # a fresh one
