@@ -518,3 +518,24 @@ def test_protocol_bad_arguments():
     finally:
         loop.close()
     assert DEFAULT_LIMIT == 65536
+
+
+def test_protocol_accepts_any_bytes_like_and_grows(run):
+    async def main():
+        proto = StreamProtocol(high_water=1 << 30)
+        proto.connection_made(_FakeTransport())
+        conn = Stream(proto)
+        proto.data_received(bytearray(b"ab"))
+        proto.data_received(memoryview(b"cd"))
+        proto.data_received(b"")
+        assert conn.buffered == 4
+        assert await conn.read(3) == b"abc"
+        big = bytes(range(256)) * 4096            # 1 MiB: several doublings
+        proto.data_received(big)
+        assert await conn.read_exactly(1 + len(big)) == b"d" + big
+        assert conn.buffered == 0
+        proto.eof_received()
+        assert conn.at_eof()
+        assert await conn.read() == b""
+
+    run(main())
