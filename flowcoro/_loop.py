@@ -92,6 +92,14 @@ class Loop(CoreLoop, _Base):
         _Base.close(self)
         self._close_core()
 
+    def __del__(self):
+        # asyncio's __del__ warns about and closes an unclosed loop; a loop
+        # whose construction failed (bad FLOWCORO_BACKEND, fd exhaustion)
+        # never got that far and has nothing to close.
+        if "_ssock" not in self.__dict__:
+            return
+        _Base.__del__(self)
+
     def __repr__(self):
         return (f"<{type(self).__name__} backend={self.backend} running={self.is_running()} "
                 f"closed={self.is_closed()} debug={self.get_debug()}>")

@@ -24,7 +24,7 @@ import weakref
 import pytest
 
 import flowcoro
-from helpers import (close_loop, io_handles, is_flowcoro, kinds_xfail_on_flowcoro,
+from helpers import (close_loop, io_handles, is_flowcoro,
                      make_loop, run_briefly, timer_count)
 
 
@@ -123,10 +123,6 @@ def test_call_soon_explicit_context(loop):
     assert var.get() == "default"       # our own context untouched
 
 
-@pytest.mark.parametrize("loop_kind", kinds_xfail_on_flowcoro(
-    "BUG: Handle._run_c (flowcoro/_core/loop.pyx) calls PyContext_Enter(ctx) outside its "
-    "try block; a callback whose context is already entered makes the RuntimeError "
-    "escape run_forever() instead of reaching the exception handler"))
 def test_context_already_entered_goes_to_exception_handler(loop):
     ctx = contextvars.copy_context()
     contexts = []
@@ -251,11 +247,6 @@ def test_infinite_and_huge_delays(loop):
     assert timer_count(loop) == 3
 
 
-@pytest.mark.parametrize("loop_kind", kinds_xfail_on_flowcoro(
-    "BUG: a NaN deadline (call_later(float('nan'))) makes CoreLoop._run_once_c compute "
-    "timeout_ms = <int>ceil(nan) (undefined behaviour; INT_MIN on x86-64), a negative "
-    "timeout, i.e. an infinite reactor wait: the loop hangs and later timers never fire. "
-    "asyncio runs the NaN timer at once"))
 def test_nan_delay_does_not_hang_the_loop(loop):
     got = []
     loop.call_later(float("nan"), got.append, "nan")
@@ -1092,7 +1083,6 @@ class _SelfScheduling:
         pass
 
 
-@pytest.mark.parametrize("loop_kind", kinds_xfail_on_flowcoro(_NO_GC_HANDLE_LEAK))
 def test_close_releases_objects_owning_pending_handles(loop):
     refs = [weakref.ref(_SelfScheduling(loop)), weakref.ref(_SelfScheduling(loop, 3600))]
     loop.close()
@@ -1100,7 +1090,6 @@ def test_close_releases_objects_owning_pending_handles(loop):
     assert [r() for r in refs] == [None, None], "pending handles leaked after close()"
 
 
-@pytest.mark.parametrize("loop_kind", kinds_xfail_on_flowcoro(_NO_GC_HANDLE_LEAK))
 def test_debug_mode_releases_spent_handles(loop):
     loop.set_debug(True)
     refs = [weakref.ref(_SelfScheduling(loop)), weakref.ref(_SelfScheduling(loop, 0))]
@@ -1120,7 +1109,6 @@ def test_spent_and_cancelled_handles_release_objects(loop):
     assert [r() for r in refs] == [None, None, None]
 
 
-@pytest.mark.parametrize("loop_kind", kinds_xfail_on_flowcoro(_NO_GC_HANDLE_LEAK))
 def test_close_with_pending_sock_op_releases_socket(loop):
     a, b = socket.socketpair()
     a.setblocking(False)
@@ -1685,9 +1673,6 @@ def test_unknown_backend_raises_valueerror(monkeypatch):
     gc.collect()
 
 
-@pytest.mark.xfail(reason="BUG: unknown FLOWCORO_BACKEND raises a plain ValueError, not "
-                          "flowcoro.errors.BackendError (loop.pyx CoreLoop.__cinit__)",
-                   strict=True)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_unknown_backend_raises_backend_error(monkeypatch):
     monkeypatch.setenv("FLOWCORO_BACKEND", "no-such-backend")
@@ -1698,16 +1683,13 @@ def test_unknown_backend_raises_backend_error(monkeypatch):
         gc.collect()
 
 
-@pytest.mark.xfail(reason="BUG: a Loop whose CoreLoop.__cinit__ failed is still finalized by "
-                          "BaseEventLoop.__del__ -> Loop.close(), which raises AttributeError "
-                          "('_ssock') as an unraisable exception", strict=True)
 def test_failed_loop_creation_is_quiet(monkeypatch):
     monkeypatch.setenv("FLOWCORO_BACKEND", "no-such-backend")
     unraisable = []
     old = sys.unraisablehook
     sys.unraisablehook = unraisable.append
     try:
-        with pytest.raises(ValueError):
+        with pytest.raises(flowcoro.errors.BackendError):
             flowcoro.new_event_loop()
         gc.collect()
     finally:

@@ -230,17 +230,7 @@ def test_close_loop_with_pending_work(loop_kind):
     assert fd_count() == fds_before
 
 
-_UNCOLLECTED = pytest.mark.xfail(
-    reason="BUG: an unclosed flowcoro.Loop is never garbage-collected: Handle is "
-           "@cython.no_gc, and the self-pipe reader handle (loop._fds -> _FdState -> "
-           "Handle -> bound method _read_from_self -> loop) forms a cycle the GC cannot "
-           "see, so the loop's epoll fd, eventfd and self-pipe (4 fds) leak and no "
-           "'unclosed event loop' ResourceWarning is emitted", strict=True)
-
-
-@pytest.mark.parametrize("loop_kind", [pytest.param("epoll", marks=_UNCOLLECTED),
-                                       pytest.param("poll", marks=_UNCOLLECTED),
-                                       "asyncio"])
+@pytest.mark.parametrize("loop_kind", ["epoll", "poll", "asyncio"])
 def test_unclosed_loop_is_collected(loop_kind):
     fds_before = fd_count()
     with warnings.catch_warnings():

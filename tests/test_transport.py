@@ -21,7 +21,7 @@ import time
 import pytest
 
 from flowcoro._core.loop import SocketTransport
-from helpers import io_handles, is_flowcoro, kinds_xfail_on_flowcoro
+from helpers import io_handles, is_flowcoro
 
 BIG = 16 * 1024 * 1024     # more than loopback socket buffers hold, so it queues
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -762,11 +762,6 @@ def test_writes_after_close_are_dropped(loop, caplog):
     assert "socket.send() raised exception." in caplog.text
 
 
-@pytest.mark.parametrize("loop_kind", kinds_xfail_on_flowcoro(
-    "BUG: SocketTransport._write_ready (flowcoro/_core/transport.pxi) calls "
-    "_call_connection_lost(None) after a close() that had to flush, without raising "
-    "_conn_lost; a later write()/writelines() then send(2)s on the stale _sock_fd, "
-    "which may already belong to another socket"))
 def test_write_after_flushed_close_goes_nowhere(loop):
     async def main():
         p = await connect_pair(loop, server_kw={"pause_on_made": True})

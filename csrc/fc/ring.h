@@ -56,6 +56,11 @@ static inline void *fc_ring_pop(fc_ring_t *r) {
     return p;
 }
 
+/* i-th item from the head (i < len); for GC traversal. */
+static inline void *fc_ring_at(const fc_ring_t *r, size_t i) {
+    return r->buf[(r->head + i) & (r->cap - 1)];
+}
+
 static inline size_t fc_ring_len(const fc_ring_t *r) { return r->len; }
 
 #endif

@@ -32,6 +32,8 @@ int  fc_heap_push(fc_heap_t *h, double when, void *data);
 /* Caller checks len > 0. */
 static inline const fc_timer_t *fc_heap_top(const fc_heap_t *h) { return &h->a[0]; }
 void *fc_heap_pop(fc_heap_t *h);
+/* Data of the i-th entry in heap order (i < len); for GC traversal. */
+static inline void *fc_heap_at(const fc_heap_t *h, size_t i) { return h->a[i].data; }
 /* Keep only entries for which keep(data, ctx) != 0; for every dropped entry
  * drop(data, ctx) is called once.  O(n). */
 void fc_heap_filter(fc_heap_t *h, int (*keep)(void *, void *), void (*drop)(void *, void *), void *ctx);

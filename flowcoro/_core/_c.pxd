@@ -14,6 +14,7 @@ cdef extern from "fc/ring.h":
     int fc_ring_push(fc_ring_t *r, void *p) nogil
     void *fc_ring_pop(fc_ring_t *r) nogil
     size_t fc_ring_len(const fc_ring_t *r) nogil
+    void *fc_ring_at(const fc_ring_t *r, size_t i) nogil
 
 cdef extern from "reactor/reactor.h":
     uint32_t FC_EV_READ
@@ -55,4 +56,5 @@ cdef extern from "timer/heap.h":
     int  fc_heap_push(fc_heap_t *h, double when, void *data) nogil
     const fc_timer_t *fc_heap_top(const fc_heap_t *h) nogil
     void *fc_heap_pop(fc_heap_t *h) nogil
+    void *fc_heap_at(const fc_heap_t *h, size_t i) nogil
     void fc_heap_filter(fc_heap_t *h, int (*keep)(void *, void *) noexcept, void (*drop)(void *, void *) noexcept, void *ctx)

@@ -35,7 +35,7 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from libc.stdlib cimport free
-from libc.math cimport ceil
+from libc.math cimport ceil, INFINITY
 from libc.errno cimport errno
 from libc.errno cimport EAGAIN, EINTR
 cdef extern from "errno.h":
@@ -67,6 +67,7 @@ cdef class CoreLoop
 
 import os
 import sys
+from flowcoro.errors import BackendError
 import threading
 import logging
 import selectors as _selectors
@@ -95,6 +96,7 @@ cdef object logger = logging.getLogger("asyncio")
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
+    void PyObject_GC_UnTrack(object o)
     unsigned long PyThread_get_thread_ident() nogil
 
 cdef extern from *:
@@ -135,20 +137,21 @@ cdef object _oserror(int status):
     if status == FC_ENOMEM_OWN:
         return MemoryError()
     if status == FC_EBACKEND:
-        return ValueError("unknown reactor backend")
+        return BackendError("unknown reactor backend")
     return OSError(-status, os.strerror(-status))
 
 
-# Handles are not tracked by the cyclic GC (no_gc): they are created and
-# dropped by the million, and tracking made every 700th call_soon() pay for a
-# generation-0 collection that walked all pending handles.  What keeps this
-# leak-free: a one-shot handle (call_soon/call_later/call_at) drops its
-# callback and args when it has run or is cancelled, so the usual cycle
-# ``obj -> handle -> bound method -> obj`` is broken as soon as the handle is
-# spent; while pending, the loop itself holds the handle, so nothing in it is
-# garbage.  Reader/writer handles run many times and keep their callback
-# until removed (remove_reader cancels them).
-@cython.no_gc
+# One-shot handles (call_soon/call_later/call_at/call_soon_threadsafe) are
+# untracked from the cyclic GC right after creation: they are made and
+# dropped by the million, and tracking them made every generation-0
+# collection walk all pending handles.  What keeps that leak-free: a one-shot
+# handle drops its callback and args when it has run or is cancelled, and
+# loop.close() drops them from every handle it still holds, so the usual
+# cycle ``obj -> handle -> bound method -> obj`` is broken as soon as the
+# handle is spent; while pending, the loop itself holds the handle, so
+# nothing in it is garbage.  Reader/writer handles run many times, keep their
+# callback until removed, and stay tracked, so a cycle through them (an
+# unclosed loop's self-pipe reader, say) is still collected.
 @cython.freelist(256)
 cdef class Handle:
     """A callback scheduled on a FlowCoro loop (same API as asyncio.Handle)."""
@@ -208,11 +211,16 @@ cdef class Handle:
         cdef object cb = self._callback
         cdef object args = self._args
         cdef object ctx = self._context
-        PyContext_Enter(ctx)
+        cdef bint entered = False
         if self._oneshot and not self._loop._debug:
             self._callback = None
             self._args = None
         try:
+            # Inside the try: a context that is already entered raises
+            # RuntimeError, which goes to the exception handler as asyncio's
+            # Handle._run (context.run) does.
+            PyContext_Enter(ctx)
+            entered = True
             if args:
                 cb(*args)
             else:
@@ -222,8 +230,14 @@ cdef class Handle:
         except BaseException as exc:
             self._report(exc, cb, args)
         finally:
-            PyContext_Exit(ctx)
+            if entered:
+                PyContext_Exit(ctx)
         return 0
+
+    cdef inline void _drop(self) noexcept:
+        """Forget callback and args (spent one-shot handles; loop.close())."""
+        self._callback = None
+        self._args = None
 
     cdef _report(self, exc, cb, args):
         if not self._cancelled:
@@ -255,7 +269,6 @@ cdef inline int _handle_init(Handle h, object callback, object args, CoreLoop lo
     return 0
 
 
-@cython.no_gc
 cdef class TimerHandle(Handle):
     """A callback scheduled for a point in time (same API as asyncio.TimerHandle)."""
 
@@ -332,6 +345,21 @@ cdef class _FdState:
     cdef uint32_t mask
 
 
+cdef void _drop_any(void *p) noexcept:
+    if type(<object>p) is Handle or type(<object>p) is TimerHandle:
+        (<Handle>p)._drop()
+
+
+cdef void _drain_ring(fc_ring_t *r) noexcept:
+    """Release every handle in ``r`` (loop teardown), breaking their cycles."""
+    cdef void *p
+    while fc_ring_len(r):
+        p = fc_ring_pop(r)
+        _drop_any(p)
+        Py_DECREF(<object>p)
+    fc_ring_free(r)
+
+
 cdef int _timer_keep(void *data, void *ctx) noexcept:
     return not (<TimerHandle>data)._cancelled
 
@@ -382,7 +410,7 @@ cdef class CoreLoop:
         name = os.environ.get("FLOWCORO_BACKEND", "").encode()
         self.ops = fc_reactor_find(name)
         if self.ops == NULL:
-            raise ValueError(
+            raise BackendError(
                 f"FLOWCORO_BACKEND={name.decode()!r}: no such backend here "
                 f"(available: {fc_reactor_available().decode()})")
         self.backend = self.ops.name.decode()
@@ -414,22 +442,20 @@ cdef class CoreLoop:
         if self.core_closed:
             return
         self.core_closed = True
-        while fc_ring_len(&self.ready):
-            Py_DECREF(<object>fc_ring_pop(&self.ready))
-        fc_ring_free(&self.ready)
+        _drain_ring(&self.ready)
         if self.prio_used:
             for i in (PRIO_LOW, PRIO_HIGH, PRIO_CRITICAL):
-                while fc_ring_len(&self.prio_rings[i]):
-                    Py_DECREF(<object>fc_ring_pop(&self.prio_rings[i]))
-                fc_ring_free(&self.prio_rings[i])
+                _drain_ring(&self.prio_rings[i])
         while self.timers.len:
             p = fc_heap_pop(&self.timers)
             (<TimerHandle>p)._scheduled = False
+            (<TimerHandle>p)._drop()
             Py_DECREF(<object>p)
         fc_heap_free(&self.timers)
         if self.wakeup_ok:
             n = fc_wakeup_drain(&self.wakeup, &items)
             for i in range(n):
+                _drop_any(items[i])
                 Py_DECREF(<object>items[i])
             free(items)
             fc_wakeup_close(&self.wakeup)
@@ -446,6 +472,13 @@ cdef class CoreLoop:
 
     def _close_core(self):
         """Free the C structures (called by Loop.close after asyncio's part)."""
+        for st in self._fds.values():
+            # Pending sock_* operations: their handles sit in cycles with
+            # their futures; dropping the callbacks breaks them.
+            if (<_FdState>st).reader is not None:
+                (<_FdState>st).reader._drop()
+            if (<_FdState>st).writer is not None:
+                (<_FdState>st).writer._drop()
         self._fds.clear()
         self._free_core()
 
@@ -507,6 +540,7 @@ cdef class CoreLoop:
         cdef Handle h = Handle.__new__(Handle)
         _handle_init(h, callback, args, self, context)
         h._oneshot = True
+        PyObject_GC_UnTrack(h)
         self._push_ready(h)
         return h
 
@@ -514,6 +548,7 @@ cdef class CoreLoop:
         cdef Handle h = Handle.__new__(Handle)
         _handle_init(h, callback, args, self, context)
         h._oneshot = True
+        PyObject_GC_UnTrack(h)
         self._push_ready(h)
         return h
 
@@ -550,7 +585,12 @@ cdef class CoreLoop:
         cdef TimerHandle t = TimerHandle.__new__(TimerHandle)
         _handle_init(t, callback, args, self, context)
         t._oneshot = True
+        PyObject_GC_UnTrack(t)
         t._when = when
+        if when != when:
+            # NaN: asyncio's heap compares it as "not later than now" and runs
+            # it at once; order it first and keep when() as given.
+            when = -INFINITY
         Py_INCREF(t)
         if fc_heap_push(&self.timers, when, <void *>t) != FC_OK:
             Py_DECREF(t)
@@ -579,6 +619,7 @@ cdef class CoreLoop:
         cdef Handle h = Handle.__new__(Handle)
         _handle_init(h, callback, args, self, context)
         h._oneshot = True
+        PyObject_GC_UnTrack(h)
         if GIL_ENABLED:
             self._push_ready(h)
             if self.running_ident != PyThread_get_thread_ident():
@@ -764,7 +805,7 @@ cdef class CoreLoop:
             timeout_ms = 0
         elif self.timers.len:
             delay = fc_heap_top(&self.timers).when - fc_monotonic()
-            if delay <= 0:
+            if not (delay > 0):     # also NaN-proof
                 timeout_ms = 0
             elif delay * 1000.0 >= MAX_WAIT_MS:
                 timeout_ms = MAX_WAIT_MS
@@ -896,6 +937,8 @@ cdef class CoreLoop:
                                        _format_handle(obj), dt)
                 finally:
                     self._current_handle = None
+                    if isinstance(obj, Handle) and (<Handle>obj)._oneshot:
+                        (<Handle>obj)._drop()
         return 0
 
     def _ready_count(self):
@@ -919,5 +962,65 @@ def available_backends():
     """Names of the reactor backends compiled into this build, best first."""
     return fc_reactor_available().decode().split(",")
 
+
+# -- GC support for untracked pending handles -----------------------------------
+# A pending one-shot handle is untracked (see Handle) yet holds a strong
+# reference to its loop, and the loop holds the handle in a C ring or heap
+# that Cython's generated tp_traverse cannot see.  To the collector the
+# handle's reference would look external, and a loop dropped without close()
+# would never be collected.  So CoreLoop's traverse also reports, once per
+# pending handle that only the loop owns (refcount 1), that handle's
+# reference to the loop, as the loop's own: exactly the references that
+# vanish when the loop does.  Handles someone else also holds stay external,
+# which keeps the loop alive as they expect.
+
+cdef extern from "Python.h":
+    ctypedef int (*fc_visitproc "visitproc")(PyObject *, void *)
+    ctypedef int (*fc_traverseproc "traverseproc")(PyObject *, fc_visitproc, void *)
+    ctypedef struct FcTypeObject "PyTypeObject":
+        fc_traverseproc tp_traverse
+    Py_ssize_t Py_REFCNT(PyObject *o)
+    void *Py_TYPE_ "Py_TYPE"(PyObject *o)
+
+cdef fc_traverseproc _coreloop_base_traverse = (<FcTypeObject *>CoreLoop).tp_traverse
+
+
+cdef inline int _visit_if_owned(PyObject *loop, void *p, fc_visitproc visit, void *arg) noexcept:
+    cdef PyObject *tp = <PyObject *>Py_TYPE_(<PyObject *>p)
+    if tp != <PyObject *>Handle and tp != <PyObject *>TimerHandle:
+        return 0
+    if Py_REFCNT(<PyObject *>p) == 1 and <PyObject *>(<Handle>p)._loop == loop:
+        return visit(loop, arg)
+    return 0
+
+
+cdef int _coreloop_traverse(PyObject *o, fc_visitproc visit, void *arg) noexcept:
+    cdef int r = _coreloop_base_traverse(o, visit, arg)
+    cdef size_t i
+    cdef int pr
+    cdef CoreLoop lp
+    if r:
+        return r
+    lp = <CoreLoop>o
+    if lp.core_closed:
+        return 0
+    for i in range(fc_ring_len(&lp.ready)):
+        r = _visit_if_owned(o, fc_ring_at(&lp.ready, i), visit, arg)
+        if r:
+            return r
+    if lp.prio_used:
+        for pr in (PRIO_LOW, PRIO_HIGH, PRIO_CRITICAL):
+            for i in range(fc_ring_len(&lp.prio_rings[pr])):
+                r = _visit_if_owned(o, fc_ring_at(&lp.prio_rings[pr], i), visit, arg)
+                if r:
+                    return r
+    for i in range(lp.timers.len):
+        r = _visit_if_owned(o, fc_heap_at(&lp.timers, i), visit, arg)
+        if r:
+            return r
+    return 0
+
+
+(<FcTypeObject *>CoreLoop).tp_traverse = _coreloop_traverse
 
 include "transport.pxi"

@@ -533,6 +533,11 @@ cdef class SocketTransport:
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc):
+        # From here on the fd number may belong to another socket: every
+        # read/write path checks _conn_lost first, so make sure it is set
+        # (close() with a full buffer reaches here from _write_ready).
+        if not self._conn_lost:
+            self._conn_lost = 1
         try:
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
