@@ -56,6 +56,17 @@ static inline void *fc_ring_pop(fc_ring_t *r) {
     return p;
 }
 
+/* Give memory back after a burst: an empty ring larger than `keep` slots
+ * goes back to `keep` (a power of two).  Failure to allocate is harmless. */
+static inline void fc_ring_shrink(fc_ring_t *r, size_t keep) {
+    void **nb;
+    if (r->len != 0 || r->cap <= keep) return;
+    nb = (void **)malloc(keep * sizeof(void *));
+    if (!nb) return;
+    free(r->buf);
+    r->buf = nb; r->cap = keep; r->head = 0;
+}
+
 /* i-th item from the head (i < len); for GC traversal. */
 static inline void *fc_ring_at(const fc_ring_t *r, size_t i) {
     return r->buf[(r->head + i) & (r->cap - 1)];

@@ -14,6 +14,7 @@ cdef extern from "fc/ring.h":
     int fc_ring_push(fc_ring_t *r, void *p) nogil
     void *fc_ring_pop(fc_ring_t *r) nogil
     size_t fc_ring_len(const fc_ring_t *r) nogil
+    void fc_ring_shrink(fc_ring_t *r, size_t keep) nogil
     void *fc_ring_at(const fc_ring_t *r, size_t i) nogil
 
 cdef extern from "reactor/reactor.h":

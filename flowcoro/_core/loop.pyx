@@ -128,6 +128,8 @@ DEF PRIO_CRITICAL = 3
 # ready), a stop() request and pending timers never skip.
 DEF POLL_SKIP_MAX_S = 0.00005
 DEF POLL_SKIP_MAX_ITERS = 32
+# Ready-ring size kept after a burst drains (slots of 8 bytes: 512 KiB).
+DEF READY_KEEP_SLOTS = 65536
 # recv(2) size for stream transports (asyncio's max_size): one buffer per loop.
 DEF READ_BUF_SIZE = 262144
 
@@ -890,6 +892,8 @@ cdef class CoreLoop:
                     h._run_c()
             elif not obj._cancelled:
                 obj._run()
+        # A burst (1M call_soon) grew the ring to MiBs; give it back once empty.
+        fc_ring_shrink(&self.ready, READY_KEEP_SLOTS)
         return 0
 
     cdef int _grow_events(self) except -1:
