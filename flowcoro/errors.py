@@ -5,11 +5,14 @@ OS-level failures keep their OSError subclass (ConnectionResetError, ...)
 so code written for asyncio catches them as before.
 """
 
+import queue as _queue
+
 __all__ = [
     "FlowCoroError", "LoopClosedError", "BackendError", "PoolError",
     "PoolTimeoutError", "PoolClosedError", "StreamError", "IncompleteReadError",
     "LimitOverrunError", "ServerClosedError", "StreamClosedError",
     "InvalidArgumentError", "InvalidStateError",
+    "QueueFull", "QueueEmpty", "StackFull", "StackEmpty", "ExecutorShutdownError",
 ]
 
 
@@ -106,3 +109,34 @@ class PoolTimeoutError(PoolError, TimeoutError):
 
 class PoolClosedError(PoolError):
     """The pool was closed."""
+
+
+# ---- lock-free containers and the executor (flowcoro.lockfree, .scheduler) --
+
+class QueueFull(FlowCoroError, _queue.Full):
+    """``put_nowait`` (or a timed ``put``) found no room in a bounded queue or ring.
+
+    Also a :class:`queue.Full`, so code written for :mod:`queue` catches it.
+    """
+
+
+class QueueEmpty(FlowCoroError, _queue.Empty):
+    """``get_nowait`` (or a timed ``get``) found nothing in a queue or ring.
+
+    Also a :class:`queue.Empty`, so code written for :mod:`queue` catches it.
+    """
+
+
+class StackFull(FlowCoroError, OverflowError):
+    """``Stack.push`` found the stack at its ``maxsize``."""
+
+
+class StackEmpty(FlowCoroError, IndexError):
+    """``Stack.pop`` found the stack empty (an IndexError, like ``list.pop``)."""
+
+
+class ExecutorShutdownError(FlowCoroError, RuntimeError):
+    """Work was submitted to an executor after ``shutdown()``.
+
+    A RuntimeError, as :class:`concurrent.futures.ThreadPoolExecutor` raises.
+    """
