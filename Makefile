@@ -134,7 +134,8 @@ distclean: clean  ## clean, and remove the venvs too
 # tests/csrc/stress_*.c drive csrc/lockfree/ and csrc/pool/ from several
 # threads and check that every item is consumed exactly once.
 #   make tsan-test   built with -fsanitize=thread, short sizes (~seconds)
-#   make stress      built -O2, long sizes (FC_STRESS_SCALE, default 200)
+#   make stress      built -O2, long sizes (FC_STRESS_SCALE, default 200), then
+#                    the Python thread stress tests x FC_PY_STRESS_SCALE (20)
 #   make c-bench     items/s: MPMC, SPSC, mutex queue (bench/c/bench_queues.c)
 LF_SRC := csrc/lockfree/mpmc.c csrc/lockfree/stack.c csrc/lockfree/deque.c \
 	csrc/lockfree/park.c csrc/pool/bufpool.c
@@ -142,6 +143,7 @@ LF_DRIVERS := mpmc spsc stack deque bufpool
 LF_DEPS := $(LF_SRC) $(wildcard csrc/lockfree/*.h csrc/pool/*.h csrc/fc/*.h tests/csrc/*.h)
 LF_CFLAGS := -std=gnu11 -Wall -Wextra -Icsrc -pthread
 FC_STRESS_SCALE ?= 200
+FC_PY_STRESS_SCALE ?= 20
 
 build/csrc/tsan/stress_%: tests/csrc/stress_%.c $(LF_DEPS)
 	@mkdir -p $(@D)
@@ -162,8 +164,11 @@ tsan-test: $(addprefix build/csrc/tsan/stress_,$(LF_DRIVERS))  ## C containers +
 	@for d in $(LF_DRIVERS); do echo "== tsan $$d"; \
 		TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/csrc/tsan/stress_$$d 10; done
 
-stress: $(addprefix build/csrc/stress_,$(LF_DRIVERS))  ## long C stress runs of the lock-free containers
+stress: build $(addprefix build/csrc/stress_,$(LF_DRIVERS))  ## long stress runs of the lock-free containers (C, then Python)
 	@for d in $(LF_DRIVERS); do echo "== stress $$d"; build/csrc/stress_$$d $(FC_STRESS_SCALE); done
+	@echo "== stress: Python threads through the containers and the executor (x$(FC_PY_STRESS_SCALE))"
+	FC_STRESS_SCALE=$(FC_PY_STRESS_SCALE) $(PY) -m pytest -q -p no:cacheprovider \
+		tests/lockfree tests/scheduler -k "threads or thieves or submitters"
 
 c-bench: build/csrc/bench_queues  ## C queue throughput, 1 producer + 1 consumer
 	build/csrc/bench_queues

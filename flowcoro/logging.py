@@ -161,7 +161,7 @@ class AsyncHandler(logging.Handler):
 
     def handle(self, record):
         """Filters and queues the record (no handler lock: the queue is lock-free)."""
-        rv = self.filter(record)
+        rv = self.filter(record) if self.filters else True
         if rv:
             if isinstance(rv, logging.LogRecord):      # 3.12+: a filter may replace it
                 record = rv
@@ -176,8 +176,14 @@ class AsyncHandler(logging.Handler):
         try:
             args = record.args
             if args:
-                if type(args) is not tuple or any(type(a) not in _IMMUTABLE for a in args):
-                    record.msg = record.getMessage()    # freeze mutable arguments now
+                if type(args) is tuple:
+                    for a in args:
+                        if type(a) not in _IMMUTABLE:
+                            record.msg = record.getMessage()    # freeze mutable arguments now
+                            record.args = None
+                            break
+                else:                                   # a mapping: always freeze
+                    record.msg = record.getMessage()
                     record.args = None
             if self._closed:
                 self.target.handle(record)

@@ -23,19 +23,23 @@ Theory of operation
 * A worker looks for work in the order: own deque, injection queue, overflow,
   steal (every other worker, starting at a random one).  Finding nothing it
   *parks* on an event count (:class:`flowcoro._core.lockfree.EventCount`):
-  prepare, look once more, sleep on a futex with the GIL released.  A short
-  spin (``IDLE_SPIN``) precedes the sleep; after it an idle executor uses no
-  CPU at all.  Every submit/schedule_local notifies the event count, which
+  prepare, look once more, sleep on a futex with the GIL released.  On
+  machines with 8+ CPUs one worker at a time spins ~50 us first
+  (``IDLE_SPIN``); after that an idle executor uses no CPU at all.  Every submit/schedule_local notifies the event count, which
   costs a fence and a load when nobody sleeps.
 * Futures are :class:`concurrent.futures.Future` instances (so
   ``asyncio.wrap_future``, ``concurrent.futures.wait`` and ``as_completed``
   work), of a subclass that builds its Condition only when someone actually
   blocks on it: most futures are completed before anyone waits, and the
   Condition is most of the cost of a stdlib Future.
-* A worker that blocks on ``result()`` of a future (no timeout) first *helps*:
-  it runs queued work (its own deque first) until that future is done or no
+* Work items are the futures themselves (the call rides on the future until
+  it runs), so exactly one thread runs a call: the one that wins the future's
+  PENDING -> RUNNING claim (``_Future._claim``).
+* A worker that blocks on ``result()`` of a future of its own executor (no
+  timeout) first *helps*: it runs that call itself if nobody has claimed it,
+  else other queued work (its own deque first) until the future is done or no
   work is left, so fork/join inside the pool cannot deadlock for want of
-  threads.
+  threads.  ``caller_runs=True`` extends the first half to any thread.
 
 What is stolen is executor work — callables — never an asyncio Task: tasks
 stay on their loop's thread (see the project's DESIGN.md).
@@ -67,10 +71,14 @@ __all__ = ["WorkStealingExecutor"]
 #: overflow deque (rare: a burst of more than this many queued tasks).
 INJECT_CAPACITY = 1 << 16
 
-#: Seconds an idle worker spins (GIL released) before sleeping.  Short enough
-#: to be invisible in CPU accounting, long enough to catch the next task of a
-#: submit loop without a futex wake-up (which costs 5-50 us on a loaded box).
-IDLE_SPIN = 50e-6
+#: Seconds an idle worker spins (GIL released) before it sleeps, catching the
+#: next task of a submit loop without a futex wake-up (5-50 us).  At most one
+#: worker per executor spins at a time, and only on machines with 8+ CPUs: on
+#: a small box the spinner takes the core the submitter needs (measured on 2
+#: CPUs: the one-at-a-time round trip got 2x slower with a 50 us spin).
+#: Assign a number of seconds to override (0 disables).
+IDLE_SPIN = None
+_AUTO_SPIN = 50e-6 if (os.cpu_count() or 1) >= 8 else 0.0
 
 _PENDING = _base.PENDING
 _RUNNING = _base.RUNNING
@@ -116,7 +124,8 @@ class _Future(Future):
         self._exception = None
         self._waiters = []
         self._done_callbacks = []
-        self._helper = None             # (executor) whose workers may help on result()
+        self._call = None               # (fn, args, kwargs) until claimed to run
+        self._executor = None           # the WorkStealingExecutor it was submitted to
 
     @property
     def _condition(self):
@@ -174,7 +183,7 @@ class _Future(Future):
                 finally:
                     self = None         # break the frame -> exception cycle
             return self._result
-        if timeout is None and self._helper is not None and self._state == _PENDING:
+        if timeout is None and self._state == _PENDING and self._executor is not None:
             self._help()
         return super().result(timeout)
 
@@ -182,21 +191,50 @@ class _Future(Future):
         """The call's exception (None if it returned); see Future.exception."""
         if _GIL and self._state == _FINISHED:
             return self._exception
-        if timeout is None and self._helper is not None and self._state == _PENDING:
+        if timeout is None and self._state == _PENDING and self._executor is not None:
             self._help()
         return super().exception(timeout)
 
     def _help(self):
-        """On a worker of our executor: run queued work until we are done."""
+        """Before blocking in result()/exception() without a timeout.
+
+        On a worker of our executor (or any thread, with caller_runs=True):
+        run this very call here if nobody has started it, and otherwise (on a
+        worker) run other queued work until it is done or none is left —
+        so fork/join inside the pool cannot deadlock for want of threads.
+        """
+        ex = self._executor
         w = getattr(_local, "worker", None)
-        if w is None or w.executor is not self._helper:
+        on_worker = w is not None and w.executor is ex
+        if not (on_worker or ex._caller_runs):
+            return
+        _run(self)                      # no-op unless we win the claim
+        if not on_worker:
             return
         find = w.find_work
         while self._state not in _DONE_STATES:
-            item = find()
-            if item is None:
+            f = find()
+            if f is None:
                 return
-            _run(item)
+            _run(f)
+
+    def _claim(self):
+        """PENDING -> RUNNING for exactly one caller (a worker or a helper).
+
+        Returns False when it was cancelled (notifying waiters, as
+        set_running_or_notify_cancel does) or already claimed.
+        """
+        with self._lock:
+            state = self._state
+            if state == _PENDING:
+                self._state = _RUNNING
+                return True
+            if state == _CANCELLED:
+                self._state = _CANCELLED_AND_NOTIFIED
+                self._call = None
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+            return False
 
     def set_running_or_notify_cancel(self):
         """Marks the future running, or notifies waiters of its cancellation."""
@@ -242,11 +280,12 @@ class _Future(Future):
             self._invoke_callbacks()
 
 
-def _run(item):
-    """Runs one work item (future, fn, args, kwargs); never raises."""
-    fut, fn, args, kwargs = item
-    if not fut.set_running_or_notify_cancel():
+def _run(fut):
+    """Runs a queued future's call if this thread wins its claim; never raises."""
+    if not fut._claim():
         return
+    fn, args, kwargs = fut._call
+    fut._call = None                    # drop the references as soon as it runs
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
@@ -362,12 +401,19 @@ class _Worker:
                 if ex._shutdown:
                     ec.cancel()
                     return
+                spin = _AUTO_SPIN if IDLE_SPIN is None else IDLE_SPIN
                 with ex._lock:
                     ex._idle += 1
-                ec.wait(key, None, IDLE_SPIN)
+                    if spin and ex._spinning:
+                        spin = 0.0          # one spinner per executor is enough
+                    elif spin:
+                        ex._spinning = True
+                ec.wait(key, None, spin)
                 with ex._lock:
                     if ex._idle > 0:
                         ex._idle -= 1
+                    if spin:
+                        ex._spinning = False
         finally:
             # Anything left on our deque is stolen by the others, or by
             # shutdown(cancel_futures=True); re-home it so nothing is stranded.
@@ -408,15 +454,23 @@ class WorkStealingExecutor(ThreadPoolExecutor):
             if it raises, the executor is broken: pending and later futures
             fail (as ThreadPoolExecutor does).
         initargs: arguments for the initializer.
+        caller_runs: when a thread outside the pool blocks on ``result()`` (or
+            ``exception()``) without a timeout and nobody has started that call
+            yet, run it on the waiting thread instead of waiting for a worker
+            (Java's CallerRunsPolicy / ForkJoin's helping join).  That saves
+            the two thread wake-ups of a round trip, but the call then runs on
+            the caller's thread — off by default.  Workers always do this for
+            futures of their own executor (fork/join needs it).
 
     Raises:
-        InvalidArgumentError: max_workers is not a positive int, or
-            initializer is not callable.
+        InvalidArgumentError: max_workers is not a positive int, initializer
+            is not callable, or caller_runs is combined with an initializer.
     """
 
     _counter = itertools.count().__next__
 
-    def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=()):
+    def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=(),
+                 *, caller_runs=False):
         if max_workers is None:
             max_workers = min(32, _cpu_count() + 4)
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers <= 0:
@@ -427,6 +481,11 @@ class WorkStealingExecutor(ThreadPoolExecutor):
         self._prefix = thread_name_prefix or f"WorkStealingExecutor-{self._counter()}"
         self._initializer = initializer
         self._initargs = tuple(initargs)
+        if caller_runs and initializer is not None:
+            raise InvalidArgumentError("caller_runs", caller_runs,
+                                       "cannot be combined with an initializer (the caller's "
+                                       "thread never ran it)")
+        self._caller_runs = bool(caller_runs)
         self._inject = Queue(INJECT_CAPACITY)
         self._overflow = collections.deque()
         self._ec = EventCount()
@@ -435,6 +494,7 @@ class WorkStealingExecutor(ThreadPoolExecutor):
         self._workers = []
         self._deques = []                   # replaced, never mutated (read lock-free)
         self._idle = 0                      # parked workers not yet claimed by a submit
+        self._spinning = False              # a parked worker is in its spin phase
         self._shutdown = False
         self._broken = None
         _live_executors.add(self)
@@ -452,15 +512,15 @@ class WorkStealingExecutor(ThreadPoolExecutor):
             concurrent.futures.BrokenExecutor: an initializer failed.
         """
         f = _Future()
-        item = (f, fn, args, kwargs)
+        f._call = (fn, args, kwargs)
         with self._lock:
             if self._broken is not None:
                 raise _base.BrokenExecutor(self._broken)
             if self._shutdown or _shutting_down:
                 raise ExecutorShutdownError("cannot schedule new futures after shutdown")
-            f._helper = self
-            if not self._inject._offer(item):
-                self._overflow.append(item)
+            f._executor = self
+            if not self._inject._offer(f):
+                self._overflow.append(f)
             if self._idle > 0:
                 self._idle -= 1
             elif len(self._threads) < self._max_workers:
@@ -484,8 +544,9 @@ class WorkStealingExecutor(ThreadPoolExecutor):
         if self._shutdown or _shutting_down:
             raise ExecutorShutdownError("cannot schedule new futures after shutdown")
         f = _Future()
-        f._helper = self
-        w.deque.push((f, fn, args, kwargs))
+        f._call = (fn, args, kwargs)
+        f._executor = self
+        w.deque.push(f)
         self._ec.notify()
         return f
 
@@ -506,8 +567,10 @@ class WorkStealingExecutor(ThreadPoolExecutor):
         with self._lock:
             self._broken = ("A thread initializer failed, the thread pool is not usable anymore")
             self._shutdown = True
-        for item in self._drain():
-            item[0].set_exception(_base.BrokenExecutor(self._broken))
+        for f in self._drain():
+            if f._claim():
+                f._call = None
+                f.set_exception(_base.BrokenExecutor(self._broken))
         self._ec.notify_all()
 
     def _drain(self):
@@ -543,8 +606,9 @@ class WorkStealingExecutor(ThreadPoolExecutor):
             self._shutdown = True
             threads = list(self._threads)
         if cancel_futures:
-            for item in self._drain():
-                item[0].cancel()
+            for f in self._drain():
+                if f.cancel():
+                    f._claim()          # -> CANCELLED_AND_NOTIFIED, as a worker would
         self._ec.notify_all()
         if wait:
             me = threading.current_thread()

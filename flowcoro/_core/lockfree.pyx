@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, freethreading_compatible=True
 """flowcoro._core.lockfree — Python objects over the C lock-free containers.
 
 Theory of operation
@@ -36,6 +36,11 @@ Rules
   ring.  Which thread is the producer may change over time.
 * ``WorkDeque`` (executor internals): ``push``/``pop`` by the thread that
   created it only; ``steal`` by anyone.
+* Free-threaded builds (3.13t+): the module declares
+  ``freethreading_compatible``; every container is safe without the GIL (its
+  state is the C container plus immutable fields; the coroutine waiter lists
+  have their own lock).  A ``PooledBuffer`` must not be exported
+  (``memoryview``) and released from two threads at once.
 """
 
 cimport cython

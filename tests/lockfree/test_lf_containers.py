@@ -1,5 +1,6 @@
 """RingBuffer, ByteRingBuffer, Stack, and the executor's WorkDeque/EventCount."""
 import gc
+import os
 import random
 import sys
 import threading
@@ -13,7 +14,9 @@ from flowcoro.errors import (InvalidArgumentError, InvalidStateError, QueueEmpty
                              StackEmpty, StackFull)
 from flowcoro.lockfree import ByteRingBuffer, RingBuffer, Stack
 
-pytestmark = pytest.mark.timeout(60)
+#: Stress sizes scale with FC_STRESS_SCALE (`make stress` raises it).
+SCALE = max(1, int(os.environ.get("FC_STRESS_SCALE", "1")))
+pytestmark = pytest.mark.timeout(60 * SCALE)
 
 
 class Obj:
@@ -187,7 +190,7 @@ def test_stack_references():
 
 def test_stack_threads_exactly_once():
     s = Stack(64)
-    per, nthreads = 3000, 4
+    per, nthreads = 3000 * SCALE, 4
     got = [[] for _ in range(nthreads)]
 
     def worker(k):
@@ -272,7 +275,7 @@ def test_deque_references():
 
 def test_deque_thieves_exactly_once():
     d = WorkDeque(capacity=16)
-    n, thieves = 20000, 3
+    n, thieves = 20000 * SCALE, 3
     stolen = [[] for _ in range(thieves)]
     done = threading.Event()
 

@@ -5,6 +5,7 @@ epoll and poll loops, and the stdlib loop as the reference).
 """
 import asyncio
 import gc
+import os
 import queue as stdqueue
 import signal
 import sys
@@ -17,7 +18,9 @@ import pytest
 from flowcoro.errors import InvalidArgumentError, QueueEmpty, QueueFull
 from flowcoro.lockfree import Queue
 
-pytestmark = pytest.mark.timeout(60)
+#: Stress sizes scale with FC_STRESS_SCALE (`make stress` raises it).
+SCALE = max(1, int(os.environ.get("FC_STRESS_SCALE", "1")))
+pytestmark = pytest.mark.timeout(60 * SCALE)
 
 
 class Obj:
@@ -157,7 +160,7 @@ def test_queue_is_weakrefable():
 @pytest.mark.parametrize("cap,producers,consumers", [(1, 2, 2), (8, 4, 4), (1024, 3, 1)])
 def test_threads_nothing_lost_or_duplicated(cap, producers, consumers):
     q = Queue(cap)
-    per = 3000
+    per = 3000 * SCALE
     stop = object()
     seen = []
     lock = threading.Lock()

@@ -3,6 +3,7 @@ parking (no CPU when idle), asyncio integration on every loop kind."""
 import asyncio
 import concurrent.futures as cf
 import hashlib
+import os
 import threading
 import time
 
@@ -11,7 +12,9 @@ import pytest
 from flowcoro.errors import ExecutorShutdownError, InvalidArgumentError
 from flowcoro.scheduler import WorkStealingExecutor
 
-pytestmark = pytest.mark.timeout(60)
+#: Stress sizes scale with FC_STRESS_SCALE (`make stress` raises it).
+SCALE = max(1, int(os.environ.get("FC_STRESS_SCALE", "1")))
+pytestmark = pytest.mark.timeout(60 * SCALE)
 
 
 @pytest.fixture
@@ -190,7 +193,7 @@ def test_idle_workers_steal_local_work():
 
 
 def test_many_submitters_exactly_once():
-    n_threads, per = 6, 2000
+    n_threads, per = 6, 2000 * SCALE
     counts = [0] * (n_threads * per)
     lock = threading.Lock()
 
@@ -282,3 +285,37 @@ def test_cancelling_the_asyncio_side(loop, ex):
         gate.set()
 
     loop.run_until_complete(main())
+
+
+# ---- caller_runs ------------------------------------------------------------------------
+
+def test_caller_runs_runs_an_unstarted_call_on_the_waiting_thread():
+    gate = threading.Event()
+    with WorkStealingExecutor(1, caller_runs=True) as ex:
+        busy = ex.submit(gate.wait, 10)           # the only worker is busy
+        f = ex.submit(threading.get_ident)
+        assert f.result() == threading.get_ident()   # ran here instead of waiting
+        gate.set()
+        assert busy.result(timeout=10) is True
+    with WorkStealingExecutor(1) as ex:           # default: never on the caller
+        assert ex.submit(threading.get_ident).result() != threading.get_ident()
+
+
+def test_caller_runs_each_call_runs_exactly_once():
+    counts = [0] * 5000
+    lock = threading.Lock()
+
+    def bump(i):
+        with lock:
+            counts[i] += 1
+        return i
+
+    with WorkStealingExecutor(3, caller_runs=True) as ex:
+        for i in range(5000):                     # race the workers for every call
+            assert ex.submit(bump, i).result() == i
+    assert counts == [1] * 5000
+
+
+def test_caller_runs_with_initializer_is_refused():
+    with pytest.raises(InvalidArgumentError):
+        WorkStealingExecutor(2, initializer=print, caller_runs=True)
