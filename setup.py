@@ -47,6 +47,7 @@ extensions = [
     ext("flowcoro._core.loop", ["flowcoro/_core/loop.pyx"] + REACTOR + TIMER),
     ext("flowcoro._core.stream", ["flowcoro/_core/stream.pyx"]),
     ext("flowcoro._core.lockfree", ["flowcoro/_core/lockfree.pyx", "csrc/lockfree/mpmc.c", "csrc/lockfree/stack.c", "csrc/lockfree/deque.c", "csrc/lockfree/park.c", "csrc/pool/bufpool.c"]),
+    ext("flowcoro._core.httpparser", ["flowcoro/_core/httpparser.pyx", "csrc/http/parser.c"]),
 ]
 
 setup(

@@ -13,6 +13,7 @@ __all__ = [
     "LimitOverrunError", "ServerClosedError", "StreamClosedError",
     "InvalidArgumentError", "InvalidStateError",
     "QueueFull", "QueueEmpty", "StackFull", "StackEmpty", "ExecutorShutdownError",
+    "HttpError", "HttpParseError",
 ]
 
 
@@ -140,3 +141,45 @@ class ExecutorShutdownError(FlowCoroError, RuntimeError):
 
     A RuntimeError, as :class:`concurrent.futures.ThreadPoolExecutor` raises.
     """
+
+
+# ---- HTTP (flowcoro.http) ---------------------------------------------------
+
+class HttpError(FlowCoroError):
+    """Base class of the HTTP errors (:mod:`flowcoro.http`)."""
+
+
+class HttpParseError(HttpError, ValueError):
+    """The peer sent bytes that are not acceptable HTTP/1.1: the peer's fault.
+
+    Raised by the HTTP/1.1 parsers (:class:`flowcoro.http.RequestParser`,
+    :class:`flowcoro.http.ResponseParser`), in the spirit of h11's
+    ``RemoteProtocolError``: a server answers with :attr:`status` and closes
+    the connection.  The parser is unusable afterwards (every later call
+    raises the same error).
+
+    Attributes:
+        code: short stable name of the rejection, e.g. ``"bare_lf"``,
+            ``"content_length_with_transfer_encoding"``, ``"body_too_large"``
+            (the full list is in docs/http-parser.md).
+        status: the HTTP status hint for the answer: 400, 413 (body too
+            large), 414 (request line too long), 431 (header fields too
+            large or too many), 501 (unsupported transfer coding) or 505
+            (unsupported HTTP version).
+        offset: stream offset (bytes fed since the parser was made) of the
+            byte that was rejected.
+        events: the events completed before the error in the same ``feed()``
+            call (for example a valid pipelined request before a bad one);
+            the server should answer those first.
+    """
+
+    def __init__(self, code, status, offset, message=None, events=None):
+        self.code = code
+        self.status = status
+        self.offset = offset
+        self.events = events if events is not None else []
+        super().__init__(f"{message or code} (at byte {offset}; HTTP {status})")
+
+    def __reduce__(self):
+        text = self.args[0].rsplit(" (at byte ", 1)[0]
+        return type(self), (self.code, self.status, self.offset, text, self.events)
