@@ -181,8 +181,9 @@ cdef class Queue:
         item = await q.aget()
 
     Args:
-        maxsize: the capacity, an int >= 1.  (``queue.Queue``'s "0 means
-            unbounded" has no lock-free equivalent here.)
+        maxsize: the capacity, an int from 1 to 2**28 (its cells are
+            allocated up front, 16 bytes each).  ``queue.Queue``'s "0 means
+            unbounded" has no lock-free equivalent here.
 
     Raises:
         InvalidArgumentError: maxsize is not a positive int.
@@ -196,7 +197,8 @@ cdef class Queue:
     cdef object __weakref__
 
     def __cinit__(self, maxsize):
-        cdef size_t cap = _check_size(maxsize, "maxsize", <size_t>1 << 32)
+        # 2**28 cells = 4 GiB, initialized at once: a typo must not OOM the box.
+        cdef size_t cap = _check_size(maxsize, "maxsize", <size_t>1 << 28)
         if fc_mpmc_init(&self.q, cap) != 0:
             raise MemoryError()
         fc_park_init(&self.not_empty)
@@ -494,7 +496,7 @@ cdef class RingBuffer:
         obj = ring.get(timeout=1)   # consumer thread (GIL released while waiting)
 
     Args:
-        capacity: the most items it holds, an int >= 1.
+        capacity: the most items it holds, an int from 1 to 2**28.
 
     Raises:
         InvalidArgumentError: capacity is not a positive int.
@@ -507,7 +509,7 @@ cdef class RingBuffer:
     cdef object __weakref__
 
     def __cinit__(self, capacity):
-        self.cap = _check_size(capacity, "capacity", <size_t>1 << 32)
+        self.cap = _check_size(capacity, "capacity", <size_t>1 << 28)
         if fc_spsc_init(&self.r, self.cap) != 0:
             raise MemoryError()
         fc_park_init(&self.not_empty)
