@@ -80,6 +80,19 @@ class Loop(CoreLoop, _Base):
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
+    def run_in_executor(self, executor, func, *args):
+        """Run ``func(*args)`` in ``executor`` and return an awaitable future.
+
+        With ``executor=None`` the loop's default executor is used; unless
+        set_default_executor() chose another, it is a
+        :class:`flowcoro.scheduler.WorkStealingExecutor`, created on first use.
+        """
+        if executor is None and self._default_executor is None \
+                and not self._executor_shutdown_called and not self.is_closed():
+            from flowcoro.scheduler import WorkStealingExecutor
+            self._default_executor = WorkStealingExecutor(thread_name_prefix="flowcoro")
+        return _Base.run_in_executor(self, executor, func, *args)
+
     def close(self):
         """Close the loop: drop pending callbacks, stop the executor, free the reactor.
 

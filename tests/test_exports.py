@@ -12,8 +12,9 @@ import sys
 import flowcoro
 
 EXPECTED = {
-    "EventLoopPolicy", "Loop", "Priority", "create_task", "errors", "install", "net",
-    "new_event_loop", "run", "__version__",
+    "AsyncHandler", "EventLoopPolicy", "Loop", "Priority", "WorkStealingExecutor",
+    "create_task", "errors", "install", "lockfree", "net", "new_event_loop", "pool",
+    "run", "scheduler", "__version__",
 }
 
 

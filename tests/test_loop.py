@@ -1803,3 +1803,16 @@ def test_sigint_in_subprocess_with_flowcoro_run(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0 and out == b"interrupted\n"
+
+
+def test_default_executor_is_work_stealing():
+    from flowcoro.scheduler import WorkStealingExecutor
+    loop = flowcoro.new_event_loop()
+    try:
+        assert loop.run_until_complete(loop.run_in_executor(None, sum, [1, 2, 3])) == 6
+        assert isinstance(loop._default_executor, WorkStealingExecutor)
+        loop.run_until_complete(loop.shutdown_default_executor())
+        with pytest.raises(RuntimeError):
+            loop.run_in_executor(None, sum, [1])
+    finally:
+        loop.close()
