@@ -1,0 +1,41 @@
+"""The public surface of flowcoro.http is frozen here (as tests/test_exports.py does
+for flowcoro).  For now the package holds the parser; the server and client
+add their names in the commits that bring them."""
+import inspect
+
+import flowcoro.errors
+import flowcoro.http
+import flowcoro.http.parser
+
+EXPECTED = {
+    "DEFAULT_LIMITS", "EndOfMessage", "HttpError", "HttpParseError", "RequestHead",
+    "RequestParser", "ResponseHead", "ResponseParser",
+}
+
+
+def test_all_is_frozen():
+    assert len(flowcoro.http.__all__) == len(set(flowcoro.http.__all__))
+    assert set(flowcoro.http.__all__) == EXPECTED
+    assert set(flowcoro.http.parser.__all__) == EXPECTED
+
+
+def test_star_import_gives_exactly_all():
+    ns = {}
+    exec("from flowcoro.http import *", ns)
+    assert set(ns) - {"__builtins__"} == EXPECTED
+
+
+def test_errors_live_in_flowcoro_errors():
+    assert flowcoro.http.HttpParseError is flowcoro.errors.HttpParseError
+    assert {"HttpError", "HttpParseError"} <= set(flowcoro.errors.__all__)
+    assert issubclass(flowcoro.errors.HttpParseError, flowcoro.errors.HttpError)
+    assert issubclass(flowcoro.errors.HttpError, flowcoro.errors.FlowCoroError)
+
+
+def test_public_classes_are_documented():
+    for name in EXPECTED - {"DEFAULT_LIMITS"}:
+        obj = getattr(flowcoro.http, name)
+        assert inspect.isclass(obj) and inspect.getdoc(obj), name
+    for cls in (flowcoro.http.RequestParser, flowcoro.http.ResponseParser):
+        for meth in ("feed", "feed_eof", "detach", "resume"):
+            assert inspect.getdoc(getattr(cls, meth)), f"{cls.__name__}.{meth}"
