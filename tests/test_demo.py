@@ -5,6 +5,7 @@ Each test starts a real process (``python -m flowcoro ...`` or
 whole path: argument parsing, the loop, asyncio streams on our transport,
 run_in_executor on SQLite, and shutdown on SIGINT / SIGTERM.
 """
+import contextlib
 import os
 import re
 import signal
@@ -84,16 +85,27 @@ class Client:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def _running(args):
+    """Start a server process, wait for its banner; kill it on the way out, whatever happened."""
+    proc = _spawn(args)
+    try:
+        host, port, _ = _wait_banner(proc)
+        yield proc, host, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if not proc.stdout.closed:
+            proc.stdout.close()
+
+
 @pytest.fixture
 def demo(tmp_path):
     """A demo server on a free port with its database in tmp_path; yields (proc, host, port)."""
     db = tmp_path / "demo.sqlite3"
-    proc = _spawn(["-m", "flowcoro", "demo", "--host", "127.0.0.1", "--port", "0", "--db", str(db)])
-    host, port, _ = _wait_banner(proc)
-    yield proc, host, port
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    with _running(["-m", "flowcoro", "demo", "--host", "127.0.0.1", "--port", "0", "--db", str(db)]) as d:
+        yield d
 
 
 def _stop(proc, sig=signal.SIGINT):
@@ -187,17 +199,16 @@ def test_demo_sigterm_shuts_down_too(demo):
 def test_demo_db_file_persists_across_restarts(tmp_path):
     db = tmp_path / "kv.sqlite3"
     for round_ in range(2):
-        proc = _spawn(["examples/demo.py", "--port", "0", "--db", str(db)])
-        host, port, _ = _wait_banner(proc)
-        c = Client(host, port)
-        try:
-            if round_ == 0:
-                assert c.ask("SET survivor yes") == "OK"
-            else:
-                assert c.ask("GET survivor") == "VALUE yes"
-        finally:
-            c.close()
-        assert _stop(proc)[0] == 0
+        with _running(["examples/demo.py", "--port", "0", "--db", str(db)]) as (proc, host, port):
+            c = Client(host, port)
+            try:
+                if round_ == 0:
+                    assert c.ask("SET survivor yes") == "OK"
+                else:
+                    assert c.ask("GET survivor") == "VALUE yes"
+            finally:
+                c.close()
+            assert _stop(proc)[0] == 0
 
 
 def test_demo_port_in_use_is_a_clean_error():
