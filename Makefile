@@ -172,3 +172,12 @@ stress: build $(addprefix build/csrc/stress_,$(LF_DRIVERS))  ## long stress runs
 
 c-bench: build/csrc/bench_queues  ## C queue throughput, 1 producer + 1 consumer
 	build/csrc/bench_queues
+
+# ---- HTTP/1.1 parser fuzzing (issue 4) --------------------------------------
+# atheris on tests/fuzz/fuzz_http_parser.py for FUZZ_SECONDS; with clang the
+# parser is rebuilt with coverage + ASan/UBSan in build/fuzz (see
+# tests/fuzz/run_fuzz.sh).  Seeds: tests/fuzz/corpus/http_parser.
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: build  ## fuzz the HTTP/1.1 parser for FUZZ_SECONDS (default 600)
+	PY=$(abspath $(PY)) tests/fuzz/run_fuzz.sh $(FUZZ_SECONDS)

@@ -627,10 +627,16 @@ int fc_http_parser_execute(fc_http_parser_t *p, const char *data, size_t len, fc
 #define LINE_LIMIT(k, max, e) do { \
         if (AT(k) - p->line_start > (uint64_t)(max)) FAIL_AT((e), p->line_start + (max)); \
     } while (0)
+/* Both field limits; when one run crosses both, the one crossed first (the
+ * smaller offset) is reported, so the answer does not depend on the split. */
 #define FIELD_LIMITS(k) do { \
-        LINE_LIMIT((k), p->lim.max_field, FC_HTTP_E_HEADER_FIELD_TOO_LARGE); \
-        if (AT(k) - p->section_start > (uint64_t)p->lim.max_head) \
-            FAIL_AT(FC_HTTP_E_HEADER_BLOCK_TOO_LARGE, p->section_start + p->lim.max_head); \
+        uint64_t end_ = AT(k); \
+        uint64_t line_max_ = p->line_start + p->lim.max_field; \
+        uint64_t head_max_ = p->section_start + p->lim.max_head; \
+        if (end_ > line_max_ || end_ > head_max_) { \
+            if (line_max_ <= head_max_) FAIL_AT(FC_HTTP_E_HEADER_FIELD_TOO_LARGE, line_max_); \
+            FAIL_AT(FC_HTTP_E_HEADER_BLOCK_TOO_LARGE, head_max_); \
+        } \
     } while (0)
 
     for (;;) {
@@ -965,8 +971,9 @@ int fc_http_parser_execute(fc_http_parser_t *p, const char *data, size_t len, fc
 
         case S_BODY_EOF: {
             size_t n = len - i;
-            if (n > p->lim.max_body - p->body_total)
-                FAIL_AT(FC_HTTP_E_BODY_TOO_LARGE, AT(i) + (p->lim.max_body - p->body_total));
+            uint64_t room = p->lim.max_body - p->body_total;
+            if (room == 0) FAIL(FC_HTTP_E_BODY_TOO_LARGE);
+            if (n > room) n = (size_t)room;   /* what fits goes out first, as it would byte by byte */
             p->body_total += n;
             ev->data = data + i;
             ev->len = n;
