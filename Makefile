@@ -71,12 +71,24 @@ bench: build $(VENV)/.flowcoro-bench  ## run the benchmarks (bench/run.sh)
 	@test -f bench/run.sh || { echo "bench/run.sh does not exist yet: nothing to run" >&2; exit 1; }
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash bench/run.sh
 
+# Copy the source tree (tracked and untracked, not ignored, files) to $(1):
+# builds there see none of this checkout's build outputs.
+define copy_tree
+rm -rf $(1) && mkdir -p $(1)
+git ls-files --cached --others --exclude-standard | while IFS= read -r f; do \
+	if [ -f "$$f" ]; then echo "$$f"; fi; done | tar -cf - -T - | tar -xf - -C $(1)
+endef
+
 # Builds the wheel the way pip does for a user (isolated build from
-# pyproject.toml), installs it into a new venv outside the tree and runs
-# .ci/wheel_smoke.py there, so nothing is imported from this checkout.
+# pyproject.toml) from a clean copy of the tree (stale build/lib files or
+# in-place .so files would otherwise end up in it), installs it into a new
+# venv outside the tree and runs .ci/wheel_smoke.py there, so nothing is
+# imported from this checkout.
+WHEEL_SRC := build/wheel-src
 wheel: install  ## build dist/*.whl, install it in a fresh /tmp venv, smoke-test it
+	$(call copy_tree,$(WHEEL_SRC))
 	rm -f dist/flowcoro-*.whl
-	$(PIP) wheel . -w dist/ --no-deps -q
+	$(PIP) wheel ./$(WHEEL_SRC) -w dist/ --no-deps -q
 	@tmp=$$(mktemp -d /tmp/flowcoro-wheel.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	whl=$$(ls dist/flowcoro-*.whl); echo "built $$whl; installing it into $$tmp/venv"; \
 	"$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv "$$tmp/venv"; \
@@ -92,9 +104,7 @@ wheel: install  ## build dist/*.whl, install it in a fresh /tmp venv, smoke-test
 ASAN_DIR := build/asan/src
 ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 asan-test: install  ## build with AddressSanitizer (separate tree) and run the suite under it
-	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
-	git ls-files --cached --others --exclude-standard | while IFS= read -r f; do \
-		if [ -f "$$f" ]; then echo "$$f"; fi; done | tar -cf - -T - | tar -xf - -C $(ASAN_DIR)
+	$(call copy_tree,$(ASAN_DIR))
 	cd $(ASAN_DIR) && FLOWCORO_ASAN=1 $(abspath $(PY)) setup.py -q build_ext --inplace
 	cd $(ASAN_DIR) && for so in $$(find flowcoro -name '*.so'); do \
 		ldd $$so | grep -q libasan || { echo "$$so is not an ASan build" >&2; exit 1; }; done
