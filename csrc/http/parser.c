@@ -295,8 +295,10 @@ void fc_http_parser_resume(fc_http_parser_t *p) {
 static int buf_reserve(fc_http_parser_t *p, size_t n) {
     size_t need = (size_t)p->buf_len + n;
     if (need <= p->buf_cap) return FC_OK;
+    if (need > UINT32_MAX) return FC_ENOMEM_OWN;   /* offsets are 32-bit; limits keep far below */
     size_t cap = p->buf_cap ? p->buf_cap : INITIAL_BUF;
     while (cap < need) cap *= 2;
+    if (cap > UINT32_MAX) cap = UINT32_MAX;
     char *nb = realloc(p->buf, cap);
     if (!nb) return FC_ENOMEM_OWN;
     p->buf = nb;
