@@ -107,7 +107,7 @@ asan-test: install  ## build with AddressSanitizer (separate tree) and run the s
 	$(call copy_tree,$(ASAN_DIR))
 	cd $(ASAN_DIR) && FLOWCORO_ASAN=1 $(abspath $(PY)) setup.py -q build_ext --inplace
 	cd $(ASAN_DIR) && for so in $$(find flowcoro -name '*.so'); do \
-		ldd $$so | grep -q libasan || { echo "$$so is not an ASan build" >&2; exit 1; }; done
+		ldd $$so | grep libasan >/dev/null || { echo "$$so is not an ASan build" >&2; exit 1; }; done
 	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -c 'import flowcoro._core.loop as m, os; \
 		assert m.__file__.startswith(os.getcwd()), m.__file__; print("ASan build:", m.__file__)'
 	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
