@@ -102,6 +102,11 @@ wheel: install  ## build dist/*.whl, install it in a fresh /tmp venv, smoke-test
 # itself is not built with it; leak detection is off since the interpreter
 # "leaks" by design at exit.
 ASAN_DIR := build/asan/src
+# RSS-flatness checks measure the allocator, and under ASan the allocator is
+# ASan's (shadow memory, a 256 MiB quarantine of freed blocks): their numbers
+# mean nothing there, so they are left out.  FLOWCORO_ASAN=1 is also set for
+# the tests, so a test can tell it runs on an ASan build.
+ASAN_PYTEST_ARGS ?= -k 'not flat_rss and not short_connections_no_leaks'
 ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 asan-test: install  ## build with AddressSanitizer (separate tree) and run the suite under it
 	$(call copy_tree,$(ASAN_DIR))
@@ -110,7 +115,8 @@ asan-test: install  ## build with AddressSanitizer (separate tree) and run the s
 		ldd $$so | grep libasan >/dev/null || { echo "$$so is not an ASan build" >&2; exit 1; }; done
 	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -c 'import flowcoro._core.loop as m, os; \
 		assert m.__file__.startswith(os.getcwd()), m.__file__; print("ASan build:", m.__file__)'
-	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	cd $(ASAN_DIR) && FLOWCORO_ASAN=1 $(ASAN_ENV) $(abspath $(PY)) -m pytest tests -q -p no:cacheprovider \
+		$(ASAN_PYTEST_ARGS) $(PYTEST_ARGS)
 
 run: build  ## start the demo service (key-value server on SQLite); Ctrl-C stops it
 	$(PY) -m flowcoro demo $(DEMO_ARGS)
