@@ -618,3 +618,44 @@ def test_response_eof_inside_a_length_body_is_incomplete():
     with pytest.raises(HttpParseError) as exc:
         p.feed_eof()
     assert exc.value.code == "incomplete_message"
+
+
+def test_large_heads_grow_the_scratch_and_stay_exact():
+    fields = [(b"x-field-%03d" % i, b"v" * 500 + b"%d" % i) for i in range(120)]
+    raw = (b"GET /" + b"p" * 7000 + b" HTTP/1.1\r\nHost: a\r\n"
+           + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n")
+    assert len(raw) > 60000
+    ev, err = both(raw, max_headers=121)
+    assert err is None
+    h = heads(ev)[0]
+    assert h["target"] == b"/" + b"p" * 7000
+    assert h["headers"] == [(b"host", b"a")] + fields
+    p = RequestParser(max_headers=121)     # a second, smaller message reuses the grown scratch
+    p.feed(raw)
+    [h2, _] = p.feed(b"GET /small HTTP/1.1\r\nHost: b\r\n\r\n")
+    assert h2.target == b"/small" and h2.headers == [(b"host", b"b")]
+
+
+@pytest.mark.parametrize("ext,ok", [
+    (b"5;a =b", True), (b"5;a= b", True), (b"5;a ;b", True), (b"5;a=b ;c", True),
+    (b"5 ; a", True), (b"5;a\t=\t\"q\"", True), (b"5;a=\"\\\x7f\"", False),
+    (b"5;a b", False), (b"5;a=", False), (b"5;a=\"x\" b", False), (b"5;a =", False),
+    (b"5;=b", False), (b"5;a=b c", False), (b"5;a=\"x\"y", False), (b"5;a=\"\\\n\"", False),
+])
+def test_chunk_extension_grammar(ext, ok):
+    raw = (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + ext
+           + b"\r\nhello\r\n0\r\n\r\n")
+    ev, err = both(raw)
+    if ok:
+        assert err is None and body(ev) == b"hello"
+    else:
+        assert err in ("invalid_chunk_extension", "bare_lf")
+
+
+def test_lenient_bare_lf_in_status_lines():
+    for line in (b"HTTP/1.1 200 OK\n", b"HTTP/1.1 204\n"):
+        raw = line + b"Content-Length: 0\n\n"
+        with pytest.raises(HttpParseError):
+            ResponseParser().feed(raw)
+        ev, err = rboth(raw, lenient_bare_lf=True)
+        assert err is None and [k for k, _ in ev] == ["head", "end"]
