@@ -56,8 +56,9 @@ build: install  ## (re)build the C/Cython extensions in place (incremental)
 test: build  ## run the whole test suite (THE test command; CI runs it)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
-# coverage.py measures the Python modules (flowcoro/*.py, flowcoro/net, ...).
-# The Cython extensions are not measured: that needs a separate build with
+# coverage.py measures the Python modules (flowcoro/*.py, flowcoro/net, ...),
+# in subprocesses too ([tool.coverage.run] patch in pyproject.toml: the demo
+# and examples run that way).  The Cython extensions are not measured: that needs a separate build with
 # Cython's linetrace directive and CYTHON_TRACE=1 (several times slower), so
 # flowcoro/_core/*.pyx are not in this report.
 coverage: build  ## line coverage of the Python modules (not the Cython ones)
