@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sys
 import socket
 import time
 import urllib.parse
@@ -80,6 +81,17 @@ def close_loop(loop):
 def is_flowcoro(loop):
     """True for FlowCoro loops, False for the asyncio reference."""
     return isinstance(loop, flowcoro.Loop)
+
+
+def reference_differs(loop, since, reason):
+    """Skip on the asyncio reference loop from Python ``since`` on.
+
+    For behaviour the stdlib loop changed (or broke) in later versions while
+    FlowCoro keeps the 3.11 behaviour the test pins down; FlowCoro loops
+    still run the test on every version.
+    """
+    if not is_flowcoro(loop) and sys.version_info >= since:
+        pytest.skip(f"stdlib asyncio {since[0]}.{since[1]}+ differs: {reason}")
 
 
 def io_handles(loop, fd):

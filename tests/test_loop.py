@@ -24,7 +24,7 @@ import weakref
 import pytest
 
 import flowcoro
-from helpers import (close_loop, io_handles, is_flowcoro,
+from helpers import (close_loop, io_handles, is_flowcoro, reference_differs,
                      make_loop, run_briefly, timer_count)
 
 
@@ -123,6 +123,9 @@ def test_call_soon_explicit_context(loop):
     assert var.get() == "default"       # our own context untouched
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason=(
+    "3.13's call_exception_handler runs the handler in the handle's context, "
+    "which is the one already entered: the handler fails the same way on every loop"))
 def test_context_already_entered_goes_to_exception_handler(loop):
     ctx = contextvars.copy_context()
     contexts = []
@@ -248,6 +251,7 @@ def test_infinite_and_huge_delays(loop):
 
 
 def test_nan_delay_does_not_hang_the_loop(loop):
+    reference_differs(loop, (3, 13), "call_later(nan) raises ValueError")
     got = []
     loop.call_later(float("nan"), got.append, "nan")
     loop.call_later(0.02, got.append, "later")

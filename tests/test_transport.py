@@ -21,7 +21,7 @@ import time
 import pytest
 
 from flowcoro._core.loop import SocketTransport
-from helpers import io_handles, is_flowcoro
+from helpers import io_handles, is_flowcoro, reference_differs
 
 BIG = 16 * 1024 * 1024     # more than loopback socket buffers hold, so it queues
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -512,6 +512,7 @@ def test_writelines(loop, family, tmp_path):
 
 
 def test_writelines_applies_flow_control(loop):
+    reference_differs(loop, (3, 12), "writelines() sends via sendmsg without pausing the protocol first")
     async def main():
         p = await connect_pair(loop, server_kw={"pause_on_made": True})
         p.ctr.writelines([b"w" * (1024 * 1024)] * 16)
@@ -544,6 +545,7 @@ def test_connect_accepted_socket(loop):
 
 
 def test_queued_write_copies_mutable_data(loop):
+    reference_differs(loop, (3, 12), "writelines() keeps references to caller's mutable buffers")
     async def main():
         p = await connect_pair(loop, server_kw={"pause_on_made": True})
         p.ctr.set_write_buffer_limits(high=1 << 30)
@@ -744,6 +746,7 @@ def test_data_received_exception_is_fatal(loop):
 
 
 def test_writes_after_close_are_dropped(loop, caplog):
+    reference_differs(loop, (3, 12), "write() after close raises TypeError (None._sock)")
     async def main():
         p = await connect_pair(loop)
         p.ctr.close()
@@ -763,6 +766,7 @@ def test_writes_after_close_are_dropped(loop, caplog):
 
 
 def test_write_after_flushed_close_goes_nowhere(loop):
+    reference_differs(loop, (3, 12), "write() after close raises TypeError (None._sock)")
     async def main():
         p = await connect_pair(loop, server_kw={"pause_on_made": True})
         fd = p.ctr.get_extra_info("socket").fileno()

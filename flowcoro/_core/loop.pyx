@@ -214,6 +214,7 @@ cdef class Handle:
         cdef object args = self._args
         cdef object ctx = self._context
         cdef bint entered = False
+        cdef object error = None
         if self._oneshot and not self._loop._debug:
             self._callback = None
             self._args = None
@@ -230,10 +231,14 @@ cdef class Handle:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._report(exc, cb, args)
+            error = exc
         finally:
             if entered:
                 PyContext_Exit(ctx)
+        # Reported outside the callback's context, as asyncio does (3.13's
+        # call_exception_handler enters the handle's context itself).
+        if error is not None:
+            self._report(error, cb, args)
         return 0
 
     cdef inline void _drop(self) noexcept:

@@ -41,6 +41,12 @@ cdef object aio_set_nodelay = _aio_base_events._set_nodelay
 cdef object aio_set_result_unless_cancelled = aio_futures._set_result_unless_cancelled
 cdef object SHUT_WR = _socket.SHUT_WR
 
+# asyncio.Server keeps a set of its transports since 3.13 (close_clients()),
+# so _attach/_detach take the transport there and nothing before.
+import inspect as _inspect
+cdef bint SERVER_TRACKS_TRANSPORTS = len(_inspect.signature(
+    _aio_base_events.Server._attach).parameters) > 1
+
 # Chunks per writev(2); far below IOV_MAX (1024 on Linux), and large enough
 # that a burst of small writes leaves in one system call.
 DEF IOV_BATCH = 64
@@ -111,7 +117,10 @@ cdef class SocketTransport:
         self.set_protocol(protocol)
         self._server = server
         if server is not None:
-            server._attach()
+            if SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
         loop._transports[self._sock_fd] = self
         aio_set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
@@ -549,7 +558,10 @@ cdef class SocketTransport:
             self._loop = None
             server = self._server
             if server is not None:
-                server._detach()
+                if SERVER_TRACKS_TRANSPORTS:
+                    server._detach(self)
+                else:
+                    server._detach()
                 self._server = None
             if self._empty_waiter is not None:
                 self._empty_waiter.set_exception(
