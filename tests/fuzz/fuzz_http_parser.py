@@ -160,9 +160,14 @@ def TestOneInput(data):  # noqa: N802 - atheris' name
 
 
 def main():
+    import os
+
     import atheris
     _import()
-    atheris.Setup(sys.argv, TestOneInput)
+    # libFuzzer re-runs argv[0] through sh for -merge, -jobs and -fork: make
+    # it the interpreter plus this script.
+    argv = [f"{sys.executable} {os.path.abspath(__file__)}"] + sys.argv[1:]
+    atheris.Setup(argv, TestOneInput)
     atheris.Fuzz()
 
 

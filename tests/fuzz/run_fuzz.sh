@@ -9,13 +9,19 @@
 # memory errors abort the run.  Without clang the normal in-place build is
 # fuzzed (atheris then sees only Python-level coverage).
 #
-# Kept seeds: tests/fuzz/corpus/http_parser (read only here).  What the run
-# finds goes to build/fuzz/corpus; crashes to build/fuzz/artifacts.  To keep
-# new coverage in the tree, merge:  ... fuzz_http_parser.py -merge=1
-# tests/fuzz/corpus/http_parser build/fuzz/corpus   (same environment as below).
+# Kept corpus: tests/fuzz/corpus/http_parser (read only while fuzzing).  What
+# a run finds goes to build/fuzz/corpus; crashes to build/fuzz/artifacts.
+#
+#   tests/fuzz/run_fuzz.sh merge
+#
+# adds to the kept corpus the inputs of build/fuzz/corpus that bring new
+# coverage (libFuzzer -merge=1); commit them, and move a fixed crash there
+# as regress-<sha1> so test_http_fuzz_corpus.py replays it.
 set -euo pipefail
 secs=${1:-600}
 shift || true
+merge=
+if [ "$secs" = merge ]; then merge=1; fi
 root=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PY:-$root/.venv/bin/python}
 out=$root/build/fuzz
@@ -47,5 +53,8 @@ else
   echo "clang not found: fuzzing the normal build (Python coverage only)"
 fi
 cd "$root"
+if [ -n "$merge" ]; then
+  exec "$PY" tests/fuzz/fuzz_http_parser.py -merge=1 "$@" tests/fuzz/corpus/http_parser "$out/corpus"
+fi
 exec "$PY" tests/fuzz/fuzz_http_parser.py -max_total_time="$secs" -print_final_stats=1 \
     -artifact_prefix="$out/artifacts/" "$@" "$out/corpus" tests/fuzz/corpus/http_parser
