@@ -31,7 +31,7 @@ $(shell for p in python$(1) $$(ls -d $$(pyenv root 2>/dev/null || echo $(HOME)/.
 endef
 
 .PHONY: help install build test coverage bench wheel asan-test run clean distclean \
-	soak interrogate py312 py313
+	soak interrogate stubtest py312 py313
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -129,6 +129,13 @@ soak: build  ## reliability tests at soak sizes (FLOWCORO_SOAK=1)
 
 interrogate: install  ## docstring coverage of flowcoro/ (>= 95%, see [tool.interrogate])
 	$(PY) -m interrogate -v flowcoro
+
+# mypy's stubtest: each extension's .pyi against the built module (names,
+# signatures, what can be subclassed).  mypy is installed on first use.
+STUB_MODULES = $(subst /,.,$(patsubst %.pyx,%,$(wildcard flowcoro/_core/*.pyx)))
+stubtest: build  ## check the .pyi stubs against the built extensions (mypy stubtest)
+	@$(PY) -c 'import mypy' 2>/dev/null || $(PIP) install -q mypy
+	$(PY) -m mypy.stubtest --mypy-config-file .ci/stubtest.ini --ignore-missing-stub $(STUB_MODULES)
 
 py312:  ## build and test on Python 3.12 (.venv312)
 	@p='$(call find_python,3.12)'; test -n "$$p" || { echo "no Python 3.12 found" >&2; exit 1; }; \
