@@ -68,9 +68,9 @@ $(VENV)/.flowcoro-bench: $(STAMP)
 	$(PIP) install -q --no-build-isolation -e '.[bench]'
 	@touch $@
 
-bench: build $(VENV)/.flowcoro-bench  ## run the benchmarks (bench/run.sh)
+bench: build $(VENV)/.flowcoro-bench  ## run the benchmarks (bench/run.sh; BENCH_ARGS=micro|echo|pytest)
 	@test -f bench/run.sh || { echo "bench/run.sh does not exist yet: nothing to run" >&2; exit 1; }
-	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash bench/run.sh
+	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash bench/run.sh $(BENCH_ARGS)
 
 # Copy the source tree (tracked and untracked, not ignored, files) to $(1):
 # builds there see none of this checkout's build outputs.
