@@ -1,10 +1,11 @@
 """Type stubs for flowcoro._core.httpparser (Cython); see httpparser.pyx for the
 theory of operation and csrc/http/parser.h for the parser's rules."""
-from typing_extensions import Buffer
-from typing import Final
+from typing_extensions import Buffer, disjoint_base
+from typing import Final, Generic, TypeVar, Union, final
 
 DEFAULT_LIMITS: Final[dict[str, int]]
 
+@final
 class RequestHead:
     """A request's start line and header section."""
 
@@ -29,6 +30,7 @@ class RequestHead:
     @property
     def upgrade(self) -> bytes | None: ...
 
+@final
 class ResponseHead:
     """A response's status line and header section."""
 
@@ -49,6 +51,7 @@ class ResponseHead:
     @property
     def until_eof(self) -> bool: ...
 
+@final
 class EndOfMessage:
     """The end of a message's body, with the chunked body's trailers."""
 
@@ -56,21 +59,28 @@ class EndOfMessage:
     @property
     def trailers(self) -> list[tuple[bytes, bytes]]: ...
 
-class _Parser:
-    def feed(self, data: Buffer) -> list[object]: ...
+_E = TypeVar("_E")
+
+_RequestEvent = Union[RequestHead, bytes, EndOfMessage]
+_ResponseEvent = Union[ResponseHead, bytes, EndOfMessage]
+
+@disjoint_base
+class _Parser(Generic[_E]):
+    def feed(self, data: Buffer) -> list[_E]: ...
     def feed_eof(self) -> list[EndOfMessage]: ...
     @property
     def paused(self) -> bool: ...
     @property
     def trailing_data(self) -> bytes: ...
     def detach(self) -> bytes: ...
-    def resume(self) -> list[object]: ...
+    def resume(self) -> list[_E]: ...
     @property
     def offset(self) -> int: ...
     @property
     def idle(self) -> bool: ...
 
-class RequestParser(_Parser):
+@final
+class RequestParser(_Parser[_RequestEvent]):
     """Incremental, strict HTTP/1.1 request parser."""
 
     def __init__(
@@ -87,10 +97,9 @@ class RequestParser(_Parser):
         lenient_bare_lf: bool = False,
         lenient_obs_fold: bool = False,
     ) -> None: ...
-    def feed(self, data: Buffer) -> list[RequestHead | bytes | EndOfMessage]: ...
-    def resume(self) -> list[RequestHead | bytes | EndOfMessage]: ...
 
-class ResponseParser(_Parser):
+@final
+class ResponseParser(_Parser[_ResponseEvent]):
     """Incremental, strict HTTP/1.1 response parser."""
 
     def __init__(
@@ -107,5 +116,3 @@ class ResponseParser(_Parser):
         lenient_obs_fold: bool = False,
     ) -> None: ...
     def request_sent(self, method: bytes | str) -> None: ...
-    def feed(self, data: Buffer) -> list[ResponseHead | bytes | EndOfMessage]: ...
-    def resume(self) -> list[ResponseHead | bytes | EndOfMessage]: ...

@@ -151,6 +151,7 @@ cdef class EndOfMessage:
     cdef readonly list trailers
 
     def __init__(self, trailers=None):
+        """End of a message with these trailer fields (default: none)."""
         self.trailers = [] if trailers is None else list(trailers)
 
     def __repr__(self):
@@ -419,8 +420,11 @@ cdef uint32_t _flags(bint require_host, bint lowercase_names, bint lenient_bare_
 
 
 @cython.final
+@cython.embedsignature(False)   # Cython misplaces the "*" of keyword-only arguments
 cdef class RequestParser(_Parser):
-    """Incremental, strict HTTP/1.1 request parser (the server side).
+    """RequestParser(*, max_request_line=8192, max_header_field=8192, max_headers=100, max_header_block=65536, max_chunk_line=4096, max_body=1048576, require_host=True, lowercase_names=True, lenient_bare_lf=False, lenient_obs_fold=False)
+
+    Incremental, strict HTTP/1.1 request parser (the server side).
 
     Feed it the bytes of one connection as they arrive; it returns
     :class:`RequestHead`, ``bytes`` body pieces and :class:`EndOfMessage`
@@ -461,6 +465,7 @@ cdef class RequestParser(_Parser):
                  max_body=DEFAULT_LIMITS["max_body"], bint require_host=True,
                  bint lowercase_names=True, bint lenient_bare_lf=False,
                  bint lenient_obs_fold=False):
+        """Make a request parser; the arguments are described on the class."""
         self._setup(FC_HTTP_REQUEST, _limit("max_request_line", max_request_line),
                     _limit("max_header_field", max_header_field),
                     _limit("max_headers", max_headers),
@@ -508,8 +513,11 @@ cdef class RequestParser(_Parser):
 
 
 @cython.final
+@cython.embedsignature(False)
 cdef class ResponseParser(_Parser):
-    """Incremental, strict HTTP/1.1 response parser (the client side).
+    """ResponseParser(*, max_status_line=8192, max_header_field=8192, max_headers=100, max_header_block=65536, max_chunk_line=4096, max_body=None, lowercase_names=True, lenient_bare_lf=False, lenient_obs_fold=False)
+
+    Incremental, strict HTTP/1.1 response parser (the client side).
 
     Same engine and rules as :class:`RequestParser`.  A response's framing
     depends on the request it answers, so tell the parser which methods were
@@ -533,6 +541,7 @@ cdef class ResponseParser(_Parser):
                  max_chunk_line=DEFAULT_LIMITS["max_chunk_line"],
                  max_body=None, bint lowercase_names=True, bint lenient_bare_lf=False,
                  bint lenient_obs_fold=False):
+        """Make a response parser; the arguments are described on the class."""
         self._setup(FC_HTTP_RESPONSE, _limit("max_status_line", max_status_line),
                     _limit("max_header_field", max_header_field),
                     _limit("max_headers", max_headers),
