@@ -56,6 +56,9 @@ DEFAULT_LIMITS = {
 DEF MAX_LIMIT = 1 << 30
 DEF NO_BODY_LIMIT = 0xFFFFFFFFFFFFFFFF
 
+# Freelists below: 32 heads / ends cover a deep pipeline burst on one
+# connection without touching the allocator; responses are rarer (8).
+
 # Shared objects for the values every request repeats.
 cdef bytes b_GET = b"GET", b_POST = b"POST", b_PUT = b"PUT", b_HEAD = b"HEAD"
 cdef bytes b_DELETE = b"DELETE", b_OPTIONS = b"OPTIONS", b_PATCH = b"PATCH"
