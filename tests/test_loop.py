@@ -123,8 +123,8 @@ def test_call_soon_explicit_context(loop):
     assert var.get() == "default"       # our own context untouched
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 13), reason=(
-    "3.13's call_exception_handler runs the handler in the handle's context, "
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason=(
+    "3.12+'s call_exception_handler runs the handler in the handle's context, "
     "which is the one already entered: the handler fails the same way on every loop"))
 def test_context_already_entered_goes_to_exception_handler(loop):
     ctx = contextvars.copy_context()

@@ -21,12 +21,14 @@ from helpers import (fd_count, io_handles, is_flowcoro, make_loop, rss_bytes,
                      run_briefly, timer_count)
 
 MiB = 1024 * 1024
+# `make soak` sets FLOWCORO_SOAK=1: ten times the work (and the time limits).
+SOAK = 10 if os.environ.get("FLOWCORO_SOAK") else 1
 
 
 # -- callbacks ----------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60 * SOAK)
 def test_million_callbacks_flat_rss(loop):
     count = [0]
 
@@ -42,11 +44,11 @@ def test_million_callbacks_flat_rss(loop):
         batch()
     gc.collect()
     before = rss_bytes()
-    for _ in range(100):            # 1,000,000
+    for _ in range(100 * SOAK):     # 1,000,000 (soak: 10,000,000)
         batch()
     gc.collect()
     grown = rss_bytes() - before
-    assert count[0] == 1_200_000
+    assert count[0] == 200_000 + 1_000_000 * SOAK
     assert grown < 2 * MiB, f"RSS grew {grown / MiB:.1f} MiB over 1M callbacks"
 
 
@@ -150,10 +152,10 @@ async def _hammer(loop, port, n, seconds, workers=32):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(90 * SOAK)
 def test_many_short_connections_no_leaks(loop):
     # FlowCoro: up to 100k connections in ~12 s; asyncio (reference): 20k.
-    target = 100_000 if is_flowcoro(loop) else 20_000
+    target = (100_000 if is_flowcoro(loop) else 20_000) * SOAK
     fds_before = fd_count()
 
     async def main():
@@ -162,7 +164,7 @@ def test_many_short_connections_no_leaks(loop):
         warm = await _hammer(loop, port, 3_000, 10)
         gc.collect()
         rss0 = rss_bytes()
-        n = await _hammer(loop, port, target - warm, 12)
+        n = await _hammer(loop, port, target - warm, 12 * SOAK)
         gc.collect()
         rss1 = rss_bytes()
         srv.close()

@@ -25,9 +25,18 @@ const fc_reactor_ops_t *fc_reactor_find(const char *name) {
 }
 
 const char *fc_reactor_available(void) {
-#ifdef __linux__
-    return "epoll,poll";
-#else
-    return "poll";
-#endif
+    /* Built once from backends[] (the one list).  Callers hold the GIL
+     * (loop creation, available_backends()), so there is no race. */
+    static char names[128];
+    size_t i, n = 0;
+    if (names[0]) return names;
+    for (i = 0; backends[i]; i++) {
+        size_t len = strlen(backends[i]->name);
+        if (n + len + 2 > sizeof(names)) break;
+        if (n) names[n++] = ',';
+        memcpy(names + n, backends[i]->name, len);
+        n += len;
+    }
+    names[n] = '\0';
+    return names;
 }
