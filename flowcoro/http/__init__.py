@@ -4,18 +4,8 @@ For now this package holds the sans-IO HTTP/1.1 parsers
 (:mod:`flowcoro.http.parser`) and their errors; the server, the client and
 the ASGI server are built on them.
 """
-from flowcoro.http.parser import (
-    DEFAULT_LIMITS,
-    EndOfMessage,
-    HttpError,
-    HttpParseError,
-    RequestHead,
-    RequestParser,
-    ResponseHead,
-    ResponseParser,
-)
+from flowcoro.http import parser
+from flowcoro.http.parser import *  # noqa: F401,F403 -- the names listed in parser.__all__
 
-__all__ = [
-    "DEFAULT_LIMITS", "EndOfMessage", "HttpError", "HttpParseError", "RequestHead",
-    "RequestParser", "ResponseHead", "ResponseParser",
-]
+# One list: the package re-exports exactly what the parser module exports.
+__all__ = list(parser.__all__)
