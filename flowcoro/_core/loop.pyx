@@ -867,8 +867,9 @@ cdef class CoreLoop:
             for k in range(m):
                 # The reference taken by call_soon_threadsafe moves to ready.
                 if self._push_owned(items[k]) != FC_OK:
-                    for i in range(k, m):
-                        Py_DECREF(<object>items[i])
+                    while k < m:
+                        Py_DECREF(<object>items[k])
+                        k += 1
                     free(items)
                     raise MemoryError()
             free(items)
