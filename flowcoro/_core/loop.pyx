@@ -67,7 +67,7 @@ cdef class CoreLoop
 
 import os
 import sys
-from flowcoro.errors import BackendError
+from flowcoro.errors import BackendError, LoopClosedError
 import threading
 import logging
 import selectors as _selectors
@@ -532,7 +532,7 @@ cdef class CoreLoop:
 
     cdef inline int _check_open(self) except -1:
         if self._closed:
-            raise RuntimeError('Event loop is closed')
+            raise LoopClosedError('Event loop is closed')
         return 0
 
     def call_soon(self, callback, *args, context=None):
@@ -805,7 +805,7 @@ cdef class CoreLoop:
         cdef object obj
 
         if self.reactor == NULL:
-            raise RuntimeError('Event loop is closed')
+            raise LoopClosedError('Event loop is closed')
         self._purge_timers()
 
         if self._nready() or self._stopping or fc_wakeup_pending(&self.wakeup):
