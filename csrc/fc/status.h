@@ -11,6 +11,5 @@
 
 #define FC_OK 0
 #define FC_ENOMEM_OWN (-4097)   /* allocation failed in FlowCoro's own code */
-#define FC_EBACKEND   (-4098)   /* no such reactor backend on this build */
 
 #endif

@@ -4,7 +4,6 @@ from libc.stdint cimport uint32_t, uint64_t
 cdef extern from "fc/status.h":
     int FC_OK
     int FC_ENOMEM_OWN
-    int FC_EBACKEND
 
 cdef extern from "fc/ring.h":
     ctypedef struct fc_ring_t:

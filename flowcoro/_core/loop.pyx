@@ -74,10 +74,8 @@ import selectors as _selectors
 
 from asyncio import events as aio_events
 from asyncio import format_helpers as aio_format_helpers
-from asyncio import constants as aio_constants
 from asyncio import futures as aio_futures
 
-cdef object aio_Handle = aio_events.Handle
 import asyncio.base_events
 import asyncio.tasks
 cdef object aio_BaseEventLoop = asyncio.base_events.BaseEventLoop
@@ -97,6 +95,7 @@ cdef object logger = logging.getLogger("asyncio")
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
     void PyObject_GC_UnTrack(object o)
+    void *Py_TYPE_ "Py_TYPE"(PyObject *o)
     unsigned long PyThread_get_thread_ident() nogil
 
 cdef extern from *:
@@ -138,8 +137,6 @@ cdef object _oserror(int status):
     """The one place a C status becomes a Python exception."""
     if status == FC_ENOMEM_OWN:
         return MemoryError()
-    if status == FC_EBACKEND:
-        return BackendError("unknown reactor backend")
     return OSError(-status, os.strerror(-status))
 
 
@@ -352,8 +349,24 @@ cdef class _FdState:
     cdef uint32_t mask
 
 
+cdef inline bint _is_fc_handle(void *p) noexcept:
+    """True for FlowCoro's own handles (not asyncio.Handle from signal code)."""
+    cdef void *tp = Py_TYPE_(<PyObject *>p)
+    return tp == <void *>Handle or tp == <void *>TimerHandle
+
+
+cdef inline int _run_one(object obj) except -1:
+    """Run one handle from a ready ring, ours or asyncio's, unless cancelled."""
+    if _is_fc_handle(<void *>obj):
+        if not (<Handle>obj)._cancelled:
+            (<Handle>obj)._run_c()
+    elif not obj._cancelled:
+        obj._run()
+    return 0
+
+
 cdef void _drop_any(void *p) noexcept:
-    if type(<object>p) is Handle or type(<object>p) is TimerHandle:
+    if _is_fc_handle(p):
         (<Handle>p)._drop()
 
 
@@ -508,7 +521,7 @@ cdef class CoreLoop:
         """Queue a handle whose reference the caller hands over."""
         cdef fc_ring_t *r = &self.ready
         cdef unsigned char pr
-        if self.prio_used and type(<object>p) in (Handle, TimerHandle):
+        if self.prio_used and _is_fc_handle(p):
             pr = (<Handle>p)._prio
             if pr != PRIO_NORMAL:
                 r = &self.prio_rings[pr]
@@ -800,7 +813,6 @@ cdef class CoreLoop:
         cdef void **items
         cdef void *p
         cdef _FdState st
-        cdef Handle h
         cdef TimerHandle t
         cdef object obj
 
@@ -892,12 +904,7 @@ cdef class CoreLoop:
             p = fc_ring_pop(&self.ready)
             obj = <object>p
             Py_DECREF(obj)          # obj keeps its own reference
-            if type(obj) is Handle or type(obj) is TimerHandle:
-                h = <Handle>obj
-                if not h._cancelled:
-                    h._run_c()
-            elif not obj._cancelled:
-                obj._run()
+            _run_one(obj)
         # A burst (1M call_soon) grew the ring to MiBs; give it back once empty.
         fc_ring_shrink(&self.ready, READY_KEEP_SLOTS)
         return 0
@@ -926,21 +933,15 @@ cdef class CoreLoop:
             for k in range(counts[pr]):
                 obj = <object>fc_ring_pop(r)
                 Py_DECREF(obj)
-                if obj._cancelled:
-                    continue
                 if not self._debug:
-                    if isinstance(obj, Handle):
-                        (<Handle>obj)._run_c()
-                    else:
-                        obj._run()
+                    _run_one(obj)
+                    continue
+                if obj._cancelled:
                     continue
                 try:
                     self._current_handle = obj
                     t0 = fc_monotonic()
-                    if isinstance(obj, Handle):
-                        (<Handle>obj)._run_c()
-                    else:
-                        obj._run()
+                    _run_one(obj)
                     dt = fc_monotonic() - t0
                     if dt >= self.slow_callback_duration:
                         logger.warning('Executing %s took %.3f seconds',
@@ -990,14 +991,12 @@ cdef extern from "Python.h":
     ctypedef struct FcTypeObject "PyTypeObject":
         fc_traverseproc tp_traverse
     Py_ssize_t Py_REFCNT(PyObject *o)
-    void *Py_TYPE_ "Py_TYPE"(PyObject *o)
 
 cdef fc_traverseproc _coreloop_base_traverse = (<FcTypeObject *>CoreLoop).tp_traverse
 
 
 cdef inline int _visit_if_owned(PyObject *loop, void *p, fc_visitproc visit, void *arg) noexcept:
-    cdef PyObject *tp = <PyObject *>Py_TYPE_(<PyObject *>p)
-    if tp != <PyObject *>Handle and tp != <PyObject *>TimerHandle:
+    if not _is_fc_handle(p):
         return 0
     if Py_REFCNT(<PyObject *>p) == 1 and <PyObject *>(<Handle>p)._loop == loop:
         return visit(loop, arg)
