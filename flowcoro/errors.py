@@ -3,18 +3,14 @@
 Every error FlowCoro raises on purpose derives from :class:`FlowCoroError`;
 OS-level failures keep their OSError subclass (ConnectionResetError, ...)
 so code written for asyncio catches them as before.
+
+Each layer (HTTP, Redis, databases, WebSocket, ...) adds its classes in its
+own section below; ``__all__`` is computed at the end from the classes
+defined here, so a new error needs no second edit.
 """
 
 import queue as _queue
 
-__all__ = [
-    "FlowCoroError", "LoopClosedError", "BackendError", "PoolError",
-    "PoolTimeoutError", "PoolClosedError", "StreamError", "IncompleteReadError",
-    "LimitOverrunError", "ServerClosedError", "StreamClosedError",
-    "InvalidArgumentError", "InvalidStateError",
-    "QueueFull", "QueueEmpty", "StackFull", "StackEmpty", "ExecutorShutdownError",
-    "HttpError", "HttpParseError",
-]
 
 
 class FlowCoroError(Exception):
@@ -183,3 +179,9 @@ class HttpParseError(HttpError, ValueError):
     def __reduce__(self):
         text = self.args[0].rsplit(" (at byte ", 1)[0]
         return type(self), (self.code, self.status, self.offset, text, self.events)
+
+
+# Every public exception class defined above, in definition order.
+__all__ = [_n for _n, _v in list(globals().items())
+           if isinstance(_v, type) and issubclass(_v, BaseException)
+           and not _n.startswith("_") and _v.__module__ == __name__]
