@@ -181,6 +181,100 @@ class HttpParseError(HttpError, ValueError):
         return type(self), (self.code, self.status, self.offset, text, self.events)
 
 
+# ---- HTTP client (flowcoro.http.HttpClient) ---------------------------------
+
+class HttpClientError(HttpError):
+    """Base class of the errors :class:`flowcoro.http.HttpClient` raises.
+
+    Attributes:
+        request: ``(method, url)`` of the request that failed, when known.
+    """
+
+    request = None
+
+
+class InvalidRequestError(HttpClientError, ValueError):
+    """The request cannot be sent as given (the caller's fault).
+
+    Raised before any byte is written: a CR, LF or NUL in the method, the
+    target or a header field (which would let a value inject a header or a
+    second request), a method that is not a token, an unsupported URL
+    scheme, a relative URL without ``base_url``, a body of an unknown type.
+    """
+
+
+class HttpTimeoutError(HttpClientError, TimeoutError):
+    """A client timeout expired (a :class:`TimeoutError`); see the subclasses."""
+
+
+class ConnectTimeout(HttpTimeoutError):
+    """Opening the connection (TCP and TLS) took longer than ``Timeout.connect``."""
+
+
+class ReadTimeout(HttpTimeoutError):
+    """No response byte arrived within ``Timeout.read`` while one was awaited."""
+
+
+class WriteTimeout(HttpTimeoutError):
+    """The request could not be written within ``Timeout.write`` (peer not reading)."""
+
+
+class PoolTimeout(HttpTimeoutError):
+    """No connection to the host became free within ``Timeout.pool``."""
+
+
+class TotalTimeout(HttpTimeoutError):
+    """The whole request (redirects and body included) passed ``Timeout.total``."""
+
+
+class HttpConnectionError(HttpClientError, ConnectionError):
+    """The connection failed or was closed before the response was complete."""
+
+
+class ConnectError(HttpConnectionError):
+    """The connection could not be opened (refused, DNS, TLS handshake or verification)."""
+
+
+class RemoteProtocolError(HttpClientError, HttpParseError):
+    """The server sent a response that is not acceptable HTTP/1.1.
+
+    Both an :class:`HttpClientError` and the parser's :class:`HttpParseError`
+    (with its ``code``, ``status`` and ``offset``); the connection is closed.
+    """
+
+
+class TooManyRedirects(HttpClientError):
+    """More than ``max_redirects`` redirects were followed (or a redirect loop).
+
+    Attributes:
+        response: the last redirect response (its body read).
+    """
+
+    def __init__(self, message, response=None):
+        super().__init__(message)
+        self.response = response
+
+    def __reduce__(self):
+        return type(self), (self.args[0],)
+
+
+class HttpStatusError(HttpClientError):
+    """``Response.raise_for_status()`` found a 4xx or 5xx status.
+
+    Attributes:
+        response: the response.
+        status: its status code.
+    """
+
+    def __init__(self, message, response=None, status=None):
+        super().__init__(message)
+        self.response = response
+        self.status = status if status is not None else getattr(response, "status", None)
+
+    def __reduce__(self):
+        return type(self), (self.args[0], None, self.status)
+
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)
