@@ -275,6 +275,60 @@ class HttpStatusError(HttpClientError):
         return type(self), (self.args[0], None, self.status)
 
 
+# ---- Redis (flowcoro.redis) ---------------------------------------------------
+
+class RedisError(FlowCoroError):
+    """Base class of the Redis client's errors (:mod:`flowcoro.redis`)."""
+
+
+class RedisConnectionError(RedisError, ConnectionError):
+    """The connection to Redis failed, was lost or was closed.
+
+    Commands in flight when it happens fail with this error: whether the
+    server executed them is unknown, so they are never silently retried.
+    A ConnectionError, so code written for asyncio catches it.
+    """
+
+
+class RedisAuthenticationError(RedisConnectionError):
+    """The server refused the credentials (AUTH / HELLO) while connecting."""
+
+
+class RedisProtocolError(RedisConnectionError):
+    """The server sent bytes that are not RESP; the connection is dropped."""
+
+
+class RedisTimeoutError(RedisError, TimeoutError):
+    """Connecting, or a command with a ``timeout``, took too long."""
+
+
+class RedisPoolTimeoutError(RedisError, PoolTimeoutError):
+    """No pooled Redis connection became free within the acquire timeout."""
+
+
+class RedisResponseError(RedisError):
+    """The server answered a command with an error reply (``-ERR ...``).
+
+    The message is the server's text; the connection stays usable.
+    """
+
+
+class RedisNoScriptError(RedisResponseError):
+    """EVALSHA named a script the server does not hold (``NOSCRIPT``)."""
+
+
+class RedisExecAbortError(RedisResponseError):
+    """EXEC refused a transaction because a queued command was invalid."""
+
+
+class RedisWatchError(RedisError):
+    """A WATCHed key changed before EXEC: the transaction did not run."""
+
+
+class RedisDataError(RedisError, TypeError):
+    """A command argument cannot be sent to Redis (e.g. a bool or None)."""
+
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)
