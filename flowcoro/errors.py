@@ -329,6 +329,73 @@ class RedisDataError(RedisError, TypeError):
     """A command argument cannot be sent to Redis (e.g. a bool or None)."""
 
 
+# ---- databases (flowcoro.db) ------------------------------------------------
+
+class DatabaseError(FlowCoroError):
+    """Base class of the database errors (:mod:`flowcoro.db`), on every backend.
+
+    The driver's own exception (psycopg, asyncmy, sqlite3) is the
+    ``__cause__``.
+
+    Attributes:
+        sqlstate: the five-character SQLSTATE the server sent (PostgreSQL
+            always; MySQL/MariaDB and SQLite: None).
+        errno: the backend's numeric error code where it has one (MySQL's
+            error number, SQLite's extended result code), else None.
+    """
+
+    def __init__(self, message, sqlstate=None, errno=None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.errno = errno
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.sqlstate, self.errno)
+
+
+class InterfaceError(DatabaseError):
+    """The database API was misused (a closed connection, a released one, bad
+    parameters for the statement): the caller's fault, nothing was sent."""
+
+
+class DataError(DatabaseError, ValueError):
+    """The server rejected a value (SQLSTATE class 22: out of range, bad
+    format, division by zero)."""
+
+
+class IntegrityError(DatabaseError):
+    """A constraint was violated (SQLSTATE class 23: unique, foreign key,
+    not null, check)."""
+
+
+class ProgrammingError(DatabaseError):
+    """The statement is wrong (SQLSTATE classes 42, 26, 34, 3F, 0A: syntax,
+    unknown table or column, missing privilege, unsupported feature)."""
+
+
+class OperationalError(DatabaseError):
+    """The server could not run a valid statement now (serialization failure
+    and deadlock: SQLSTATE class 40; lock timeout, out of resources, server
+    shutting down, query cancelled).  Retrying later may succeed."""
+
+
+class DatabaseConnectionError(OperationalError, ConnectionError):
+    """The connection to the database failed or was lost.
+
+    Raised by a call in flight when the connection breaks (server restart,
+    killed backend, network cut) and by every later call on that connection;
+    a pool discards the connection and never hands it out again.  An open
+    transaction on it was rolled back by the server, except when the loss
+    came during ``COMMIT``: its outcome is then unknown (``in_doubt`` is
+    True).  Also a builtin :class:`ConnectionError`.
+
+    Attributes:
+        in_doubt: True when the connection broke while a COMMIT was in flight.
+    """
+
+    in_doubt = False
+
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)
