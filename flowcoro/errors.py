@@ -396,6 +396,113 @@ class DatabaseConnectionError(OperationalError, ConnectionError):
     in_doubt = False
 
 
+# ---- WebSocket (flowcoro.websocket) -----------------------------------------
+
+class WebSocketError(FlowCoroError):
+    """Base class of the WebSocket errors (:mod:`flowcoro.websocket`)."""
+
+
+class WebSocketProtocolError(WebSocketError, ValueError):
+    """The peer broke RFC 6455 (or RFC 7692): the peer's fault.
+
+    Raised by :class:`flowcoro.websocket.FrameParser` and, through it, by a
+    connection's receive path, in the spirit of wsproto's
+    ``RemoteProtocolError``: the connection is failed with a close frame
+    carrying :attr:`close_code`.  The parser is unusable afterwards.
+
+    Attributes:
+        code: short stable name of the rejection, e.g. ``"opcode"``,
+            ``"unmasked"``, ``"text_utf8"``, ``"message_too_big"`` (the list
+            is in docs/websocket.md).
+        close_code: the close code to send: 1002 (protocol error), 1007
+            (invalid data: bad UTF-8, undecodable compressed data), 1009
+            (too big) or 1011 (out of memory).
+        offset: stream offset of the byte that was rejected (for an
+            inflated message: of the byte after its last frame).
+        events: events completed before the error in the same ``feed()``.
+    """
+
+    def __init__(self, code, close_code, offset, message=None, events=None):
+        self.code = code
+        self.close_code = close_code
+        self.offset = offset
+        self.events = events if events is not None else []
+        super().__init__(f"{message or code} (at byte {offset}; close code {close_code})")
+
+    def __reduce__(self):
+        text = self.args[0].rsplit(" (at byte ", 1)[0]
+        return type(self), (self.code, self.close_code, self.offset, text, self.events)
+
+
+class WebSocketDataError(WebSocketProtocolError):
+    """A message's payload is not acceptable: invalid UTF-8 in a text
+    message or close reason, or compressed data that does not inflate
+    (close code 1007)."""
+
+
+class WebSocketTooBigError(WebSocketProtocolError):
+    """A frame or a message (inflated, for a compressed one) is over the
+    configured limit (close code 1009)."""
+
+
+class WebSocketHandshakeError(WebSocketError, ConnectionError):
+    """The opening handshake failed.
+
+    On the server (:func:`flowcoro.websocket.accept_request`) it carries the
+    HTTP answer to send instead of 101; on the client
+    (:func:`flowcoro.websocket.connect`) the server's refusal or a bad 101.
+
+    Attributes:
+        status: server side, the HTTP status to answer with (400, 403, 426);
+            client side, the status the server sent (None when no valid
+            response head came).
+        headers: server side, extra response headers for the refusal (426
+            carries ``Sec-WebSocket-Version: 13``); client side, the
+            response's headers.  A list of ``(bytes, bytes)``.
+    """
+
+    def __init__(self, message, status=None, headers=None):
+        self.status = status
+        self.headers = list(headers) if headers else []
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.status, self.headers)
+
+
+class WebSocketClosed(WebSocketError, ConnectionError):
+    """The WebSocket connection is closed; nothing more can be received or sent.
+
+    Attributes:
+        code: the close code the peer sent, 1005 when its close frame had
+            none, 1006 when the connection ended without a close frame.
+        reason: the peer's close reason (``str``).
+        sent_code: the close code this side sent (None if it sent none).
+        ok: True for a normal closure (1000 or 1001 received, or 1005 after
+            a close handshake); ``async for`` over a connection ends quietly
+            then and raises this error otherwise.
+    """
+
+    def __init__(self, code=1006, reason="", sent_code=None):
+        self.code = code
+        self.reason = reason
+        self.sent_code = sent_code
+        sent = f"; sent {sent_code}" if sent_code is not None else ""
+        super().__init__(f"WebSocket closed: received {code} {reason!r}{sent}")
+
+    @property
+    def ok(self):
+        """True when the connection ended with a normal closure."""
+        return self.code in (1000, 1001, 1005) and self.sent_code in (None, 1000, 1001)
+
+    def __reduce__(self):
+        return type(self), (self.code, self.reason, self.sent_code)
+
+
+class WebSocketTimeoutError(WebSocketError, TimeoutError):
+    """A WebSocket opening handshake, pong or closing handshake took too long."""
+
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)
