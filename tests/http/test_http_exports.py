@@ -7,16 +7,23 @@ import flowcoro.errors
 import flowcoro.http
 import flowcoro.http.parser
 
-EXPECTED = {
+PARSER = {
     "DEFAULT_LIMITS", "EndOfMessage", "HttpError", "HttpParseError", "RequestHead",
     "RequestParser", "ResponseHead", "ResponseParser",
 }
+CLIENT = {
+    "HttpClient", "Response", "Timeout", "Headers",
+    "HttpClientError", "InvalidRequestError", "HttpTimeoutError", "ConnectTimeout",
+    "ReadTimeout", "WriteTimeout", "PoolTimeout", "TotalTimeout", "HttpConnectionError",
+    "ConnectError", "RemoteProtocolError", "TooManyRedirects", "HttpStatusError",
+}
+EXPECTED = PARSER | CLIENT
 
 
 def test_all_is_frozen():
     assert len(flowcoro.http.__all__) == len(set(flowcoro.http.__all__))
     assert set(flowcoro.http.__all__) == EXPECTED
-    assert set(flowcoro.http.parser.__all__) == EXPECTED
+    assert set(flowcoro.http.parser.__all__) == PARSER
 
 
 def test_star_import_gives_exactly_all():
