@@ -48,7 +48,15 @@ extensions = [
     ext("flowcoro._core.stream", ["flowcoro/_core/stream.pyx"]),
     ext("flowcoro._core.lockfree", ["flowcoro/_core/lockfree.pyx", "csrc/lockfree/mpmc.c", "csrc/lockfree/stack.c", "csrc/lockfree/deque.c", "csrc/lockfree/park.c", "csrc/pool/bufpool.c"]),
     ext("flowcoro._core.httpparser", ["flowcoro/_core/httpparser.pyx", "csrc/http/parser.c"]),
+    ext("flowcoro._core.httpserver", ["flowcoro/_core/httpserver.pyx", "csrc/http/parser.c"]),
+    ext("flowcoro._core.wsframe", ["flowcoro/_core/wsframe.pyx", "csrc/ws/frame.c", "csrc/ws/utf8.c"]),
 ]
+
+# Developer knob: FLOWCORO_ONLY=loop,httpserver builds just those extensions
+# (module names after flowcoro._core.), e.g. while another one is half-written.
+if os.environ.get("FLOWCORO_ONLY"):
+    _only = {"flowcoro._core." + n.strip() for n in os.environ["FLOWCORO_ONLY"].split(",")}
+    extensions = [e for e in extensions if e.name in _only]
 
 setup(
     cmdclass={"build_ext": build_ext},
