@@ -367,7 +367,7 @@ class Response:
                         chunks.append(ev)
                     else:
                         if i + 1 < len(ready):
-                            conn.broken = True    # bytes after the response: not reusable
+                            conn.broken = True    # events after the response: not reusable
                         self._finish(ev)
                         self._content = b"".join(chunks)
                         return self._content
@@ -439,6 +439,8 @@ class Response:
         conn, self._conn = self._conn, None
         self._closed = True
         if conn is not None:
+            if conn.events or not conn.parser.idle:
+                conn.broken = True    # bytes after the response: framing unknown
             self._client._release(conn, self._reusable)
 
     def _abort(self):
