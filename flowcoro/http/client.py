@@ -270,19 +270,19 @@ class _Request:
     __slots__ = ("method", "target", "headers", "body", "stream", "stream_length",
                  "head", "keep_alive", "expect_continue")
 
-    def __init__(self, method, target, headers, body, stream, stream_length):
+    def __init__(self, method, target, headers, body, stream, stream_length, fixed=None):
         self.method = method
         self.target = target
-        self.headers = headers          # Headers, without Host / framing fields
+        self.headers = headers          # Headers, without Host / framing fields; not mutated
         self.body = body                # bytes or None
         self.stream = stream            # async iterator of bytes or None
         self.stream_length = stream_length
-        self.keep_alive = "close" not in [v.lower() for v in headers.get_list("connection")]
-        self.expect_continue = (headers.get("expect", "").lower() == "100-continue"
-                                and (body or stream is not None))
-        lines = [f"{method} {target.target} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
-        for name, value in headers._items:
-            lines.append(f"{name}: {value}\r\n")
+        if fixed is None:
+            fixed = _field_block(headers)
+        fields, self.keep_alive, expect = fixed
+        self.expect_continue = expect and (body or stream is not None)
+        lines = [f"{method} {target.target} HTTP/1.1\r\nHost: {target.host_header}\r\n",
+                 fields]
         if stream is not None:
             if stream_length is not None:
                 lines.append(f"Content-Length: {stream_length}\r\n")
@@ -306,6 +306,14 @@ class _Request:
         return self.stream is None
 
 
+def _field_block(headers):
+    """(the field lines as one str, keep-alive asked, 100-continue asked) of ``headers``."""
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers._items])
+    keep_alive = "close" not in [v.lower() for v in headers.get_list("connection")]
+    expect = headers.get("expect", "").lower() == "100-continue"
+    return fields, keep_alive, expect
+
+
 class Response:
     """An HTTP response.
 
@@ -326,15 +334,16 @@ class Response:
     Responses from ``get()``/``request()`` come with the body already read.
     """
 
-    __slots__ = ("status", "reason", "http_version", "headers", "url", "method", "history",
-                 "trailers", "_conn", "_client", "_content", "_deadlines", "_reusable",
-                 "_streamed", "_closed")
+    __slots__ = ("status", "reason", "http_version", "_headers", "_raw_headers", "url",
+                 "method", "history", "trailers", "_conn", "_client", "_content", "_deadlines",
+                 "_reusable", "_streamed", "_closed")
 
     def __init__(self, head, url, method, conn, client, deadlines, reusable):
         self.status = head.status_code
         self.reason = head.reason.decode("latin-1")
         self.http_version = head.http_version
-        self.headers = Headers._from_raw(head.headers)
+        self._raw_headers = head.headers
+        self._headers = None            # built on first access
         self.url = url
         self.method = method
         self.history = []
@@ -346,6 +355,14 @@ class Response:
         self._reusable = reusable and head.keep_alive and head.status_code != 101
         self._streamed = False
         self._closed = False
+
+    @property
+    def headers(self):
+        """The header fields, a :class:`Headers` (case-insensitive multi-dict)."""
+        h = self._headers
+        if h is None:
+            h = self._headers = Headers._from_raw(self._raw_headers)
+        return h
 
     # -- body ------------------------------------------------------------------
 
@@ -586,12 +603,18 @@ class HttpClient:
         self.keepalive_expiry = keepalive_expiry
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
-        self.headers = Headers({"User-Agent": USER_AGENT, "Accept": "*/*"})
+        h = Headers({"User-Agent": USER_AGENT, "Accept": "*/*"})
         if headers is not None:
             for name, value in Headers(headers).items():
-                self.headers[name] = value
-        for name, value in self.headers.items():
+                h[name] = value
+        for name, value in h.items():
             _check_field(name, value)
+        for name in ("content-length", "transfer-encoding", "host"):
+            h.pop(name)
+        # Fixed at construction: the encoded field block is reused by every
+        # request that adds no fields of its own.
+        self._headers = h
+        self._fixed = _field_block(h)
         self._limits = dict(response_limits or {})
         try:
             ResponseParser(**self._limits)
@@ -625,6 +648,11 @@ class HttpClient:
     def is_closed(self):
         """:meth:`aclose` was called."""
         return self._closed
+
+    @property
+    def headers(self):
+        """A copy of the default header fields (fixed when the client was made)."""
+        return self._headers.copy()
 
     def _bind(self):
         loop = asyncio.get_running_loop()
@@ -762,23 +790,24 @@ class HttpClient:
     def _build(self, method, target, headers, data, json_value):
         if not isinstance(method, str) or not _TOKEN.match(method):
             raise InvalidRequestError(f"invalid method {method!r}")
-        if headers is None and target.auth is None:
-            h = self.headers.copy()
-        else:
-            h = self.headers.copy()
-            if target.auth is not None:
-                h["Authorization"] = target.auth
-            if headers is not None:
-                extra = headers if isinstance(headers, Headers) else Headers(headers)
-                seen = set()
-                for name, value in extra._items:
-                    _check_field(name, value)
-                    low = name.lower()
-                    if low in seen:
-                        h.add(name, value)
-                    else:
-                        seen.add(low)
-                        h[name] = value
+        if (headers is None and target.auth is None and json_value is _MISSING
+                and (data is None or isinstance(data, bytes))):
+            # The common case: the client's own fields, encoded once.
+            return _Request(method, target, self._headers, data, None, None, self._fixed)
+        h = self._headers.copy()
+        if target.auth is not None:
+            h["Authorization"] = target.auth
+        if headers is not None:
+            extra = headers if isinstance(headers, Headers) else Headers(headers)
+            seen = set()
+            for name, value in extra._items:
+                _check_field(name, value)
+                low = name.lower()
+                if low in seen:
+                    h.add(name, value)
+                else:
+                    seen.add(low)
+                    h[name] = value
         user_length = h.pop("content-length")
         h.pop("transfer-encoding")
         h.pop("host")
