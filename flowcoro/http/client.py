@@ -933,10 +933,15 @@ class HttpClient:
             lambda: conn, target.host, target.port, ssl=ssl_ctx,
             server_hostname=target.host if ssl_ctx is not None else None)
         try:
-            if when is None:
-                await coro
-            else:
-                await asyncio.wait_for(coro, max(0.0, when - loop.time()))
+            try:
+                if when is None:
+                    await coro
+                else:
+                    await asyncio.wait_for(coro, max(0.0, when - loop.time()))
+            except BaseException:
+                # Failed, timed out or cancelled: a transport made meanwhile is ours to close.
+                conn.close()
+                raise
         except asyncio.TimeoutError:
             if is_total:
                 raise deadlines.total_error() from None
@@ -953,7 +958,8 @@ class HttpClient:
             try:
                 conn, reused = await pool.acquire(
                     target.key, lambda: self._connect(target, deadlines), when)
-            except TimeoutError:
+            except PoolTimeout:
+                # The pool wait's own timer; connect errors pass through as they are.
                 if is_total:
                     raise deadlines.total_error() from None
                 raise
