@@ -478,8 +478,8 @@ class WebSocketClosed(WebSocketError, ConnectionError):
             none, 1006 when the connection ended without a close frame.
         reason: the peer's close reason (``str``).
         sent_code: the close code this side sent (None if it sent none).
-        ok: True for a normal closure (1000 or 1001 received, or 1005 after
-            a close handshake); ``async for`` over a connection ends quietly
+        ok: True for a normal closure (1000, 1001 or 1005 received, and no
+            error code sent); ``async for`` over a connection ends quietly
             then and raises this error otherwise.
     """
 
@@ -493,7 +493,7 @@ class WebSocketClosed(WebSocketError, ConnectionError):
     @property
     def ok(self):
         """True when the connection ended with a normal closure."""
-        return self.code in (1000, 1001, 1005) and self.sent_code in (None, 1000, 1001)
+        return self.code in (1000, 1001, 1005) and self.sent_code in (None, 1000, 1001, 1005)
 
     def __reduce__(self):
         return type(self), (self.code, self.reason, self.sent_code)
