@@ -133,6 +133,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._close_rcvd = None          # the peer's Close event
         self._sent_code = None           # the code of the close frame we sent
         self._error = None               # WebSocketProtocolError from the peer, if any
+        self._pending_fail = None        # (close code, reason) to fail with once the queue drains
+        self._fail_timer = None
         self._lost = self._loop.create_future()
         self._transport = transport
         transport.set_protocol(self)
@@ -211,6 +213,8 @@ class WebSocketConnection(asyncio.Protocol):
                     if self._state != CLOSED:
                         self._transport.resume_reading()
                 return msg
+            if self._pending_fail is not None:
+                self._run_pending_fail()
             if self._close_rcvd is not None or self._state == CLOSED or self._error is not None:
                 raise self._closed_error()
             if self._recv_waiter is not None:
@@ -244,12 +248,23 @@ class WebSocketConnection(asyncio.Protocol):
 
     def data_received(self, data):
         """Feed the framing core; queue messages, answer pings (protocol callback)."""
+        if self._error is not None:
+            return          # the parser is dead; the connection is being failed
         try:
             events = self._parser.feed(data)
         except WebSocketProtocolError as exc:
             self._error = exc
             self._handle(exc.events)
-            self._fail(exc.close_code, exc.code)
+            if self._messages and self._state == OPEN and self._close_rcvd is None:
+                # Messages that came before the bad frame are still
+                # delivered (and may be answered) first: the connection is
+                # failed when receive() finds the queue empty, or after
+                # close_timeout if nobody reads (Autobahn's "strict" order).
+                self._pending_fail = (exc.close_code, exc.code)
+                self._fail_timer = self._loop.call_later(self.close_timeout or 0,
+                                                         self._run_pending_fail)
+            else:
+                self._fail(exc.close_code, exc.code)
             return
         if events:
             self._handle(events)
@@ -504,11 +519,19 @@ class WebSocketConnection(asyncio.Protocol):
         self._arm_close_timer()
         self._wake_receiver()
 
+    def _run_pending_fail(self):
+        pending, self._pending_fail = self._pending_fail, None
+        if self._fail_timer is not None:
+            self._fail_timer.cancel()
+            self._fail_timer = None
+        if pending is not None:
+            self._fail(*pending)
+
     def _cancel_timers(self):
-        for h in (self._keepalive_handle, self._close_timer):
+        for h in (self._keepalive_handle, self._close_timer, self._fail_timer):
             if h is not None:
                 h.cancel()
-        self._keepalive_handle = self._close_timer = None
+        self._keepalive_handle = self._close_timer = self._fail_timer = None
 
     async def close(self, code=1000, reason=""):
         """Start (or join) the closing handshake and wait until the TCP
@@ -523,8 +546,8 @@ class WebSocketConnection(asyncio.Protocol):
             InvalidArgumentError: a code that may not be sent, or a reason
                 too long.
         """
+        frame = self._builder.close(code, reason)   # validates code and reason, always
         if self._state == OPEN and self._close_rcvd is None:
-            frame = self._builder.close(code, reason)   # validates code and reason
             self._sent_code = code
             self._transport.write(frame)
             self._state = CLOSING

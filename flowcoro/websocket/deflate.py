@@ -291,6 +291,8 @@ def client_accept(values, offer):
             cmwb = int(offered["client_max_window_bits"])
         if cmwb == 8:
             raise _Decline("zlib cannot compress with an 8-bit window")
+        if "server_no_context_takeover" in offered and "server_no_context_takeover" not in p:
+            raise _Decline("server_no_context_takeover was asked for and not granted")
         if "client_no_context_takeover" in offered:
             p.setdefault("client_no_context_takeover", None)
     except _Decline as exc:
