@@ -258,6 +258,8 @@ class Connection(asyncio.Protocol):
         self.server_info: dict = {}
         #: transport.write calls so far (tests and stats: shows the coalescing).
         self.writes = 0
+        #: replies read and thrown away because their caller was cancelled.
+        self.dropped = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._error is not None else f"pending={len(self._waiters)}"
@@ -314,7 +316,8 @@ class Connection(asyncio.Protocol):
                     waiters.appendleft(w)
                 continue
             if w.done():
-                continue            # its caller was cancelled: drop the reply (FIFO kept)
+                self.dropped += 1   # its caller was cancelled: drop the reply (FIFO kept)
+                continue
             if isinstance(reply, Exception):
                 w.set_exception(_typed_error(reply) if isinstance(reply, RedisResponseError)
                                 else reply)
