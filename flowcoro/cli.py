@@ -4,9 +4,13 @@ Usage::
 
     flowcoro --version
     flowcoro demo [--host HOST] [--port PORT] [--db PATH]
+    flowcoro serve MODULE:APP [--host HOST] [--port PORT] [--workers N]
+                   [--lifespan auto|on|off] [--root-path PATH]
     flowcoro info
 
 ``demo`` runs the demo service (:mod:`flowcoro.demo`) until Ctrl-C;
+``serve`` runs an ASGI 3 application (Starlette, FastAPI, ...) on FlowCoro's
+HTTP server (:mod:`flowcoro.http.asgi`) until Ctrl-C / SIGTERM;
 ``info`` prints the version, the Python and the reactor backends compiled in.
 """
 import argparse
@@ -28,8 +32,32 @@ def build_parser():
     demo.build_parser(sub.add_parser(
         "demo", help="run the demo key-value service (SQLite, line protocol) until Ctrl-C",
         description=demo.__doc__.splitlines()[0]))
+    serve = sub.add_parser("serve", help="run an ASGI application on FlowCoro's HTTP server",
+                           description="Run an ASGI 3 application (module:attribute).")
+    serve.add_argument("app", help="the application, as module:attribute (e.g. main:app)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the port with SO_REUSEPORT (default 1)")
+    serve.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
+                       help="ASGI lifespan protocol (default auto)")
+    serve.add_argument("--root-path", default="", help="ASGI root_path (mount point)")
     sub.add_parser("info", help="print the version, the Python and the reactor backends")
     return parser
+
+
+def _serve(args):
+    import logging
+    import os
+
+    from flowcoro.http.asgi import ASGIServer, load_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sys.path.insert(0, os.getcwd())
+    app = load_app(args.app)
+    ASGIServer(app, lifespan=args.lifespan, root_path=args.root_path).run(
+        args.host, args.port, workers=args.workers)
+    return 0
 
 
 def _info():
@@ -54,6 +82,8 @@ def main(argv=None):
     if args.command == "demo":
         from flowcoro import demo
         return demo.run_demo(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "info":
         return _info()
     parser.print_help()

@@ -503,6 +503,38 @@ class WebSocketTimeoutError(WebSocketError, TimeoutError):
     """A WebSocket opening handshake, pong or closing handshake took too long."""
 
 
+# --- HTTP server (flowcoro.http.HttpServer) ---------------------------------
+
+class HttpException(HttpError):
+    """Raise from a handler (or middleware) to answer with ``status``.
+
+    ``HttpException(404)``, ``HttpException(403, "not yours")``,
+    ``HttpException(429, headers={"retry-after": "1"})``: the server sends
+    that status with ``detail`` (default: the reason phrase) as a text body.
+
+    Attributes:
+        status: the HTTP status code to send.
+        detail: the response body text, or None for the reason phrase.
+        headers: extra response headers (mapping or list of pairs), or None.
+    """
+
+    def __init__(self, status, detail=None, headers=None):
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+        super().__init__(f"HTTP {status}" + (f": {detail}" if detail else ""))
+
+
+class HttpHeaderError(HttpError, ValueError):
+    """A response header the application produced cannot be sent.
+
+    Raised for a header name that is not an RFC 9110 token, a value with
+    CR, LF, NUL or another control character (response splitting), a
+    non-latin-1 string, or a status code outside 100-999.  The server logs
+    it and answers 500 instead of sending the response.
+    """
+
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)

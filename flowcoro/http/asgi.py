@@ -1,0 +1,236 @@
+"""ASGI 3 on FlowCoro's HTTP server: ``flowcoro serve module:app``.
+
+:class:`ASGIServer` runs any ASGI 3 application (Starlette, FastAPI, bare
+apps) on :class:`~flowcoro.http.HttpServer`'s Cython connection handling:
+the ``http`` scope (request body streamed through ``receive``, response
+streamed through ``send``; a response sent in one ``http.response.body``
+goes out in one write with a Content-Length) and the ``lifespan`` protocol.
+The server frames the body itself: Content-Length / Transfer-Encoding /
+Connection headers from the app are replaced by its own.
+
+Example::
+
+    from flowcoro.http.asgi import ASGIServer
+    ASGIServer(app).run("0.0.0.0", 8000, workers=4)
+"""
+import asyncio
+import logging
+
+from flowcoro._core.httpserver import RESPONSE_SENT, Response
+from flowcoro.errors import HttpError
+from flowcoro.http.server import HttpServer
+
+__all__ = ["ASGIServer", "ASGIError", "load_app"]
+
+log = logging.getLogger("flowcoro.http.asgi")
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+class ASGIError(HttpError, RuntimeError):
+    """The ASGI application broke the protocol (a message out of order, an
+    unknown message type, lifespan startup failure)."""
+
+
+class _Exchange:
+    """send/receive of one HTTP request (the ASGI callables)."""
+
+    __slots__ = ("request", "status", "headers", "parts", "streaming", "done", "body_read")
+
+    def __init__(self, request):
+        self.request = request
+        self.status = None        # set by http.response.start
+        self.headers = None
+        self.parts = None         # body pieces before we know it is streamed
+        self.streaming = False
+        self.done = False
+        self.body_read = False
+
+    async def receive(self):
+        req = self.request
+        if self.body_read or self.done:
+            await req.wait_disconnect()
+            return _DISCONNECT
+        try:
+            chunk = await req.read_chunk()
+        except (ConnectionError, OSError):
+            self.body_read = True
+            return _DISCONNECT
+        if not chunk:
+            self.body_read = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.status is None:
+                raise ASGIError("http.response.body before http.response.start")
+            if self.done:
+                raise ASGIError("http.response.body after the response ended")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not self.streaming:
+                if not more and self.parts is None:
+                    # The common case: the whole body in one message.
+                    self.parts = body
+                    self.done = True
+                    return
+                self.streaming = True
+                req = self.request
+                req.start_response(self.status, self.headers, _content_length(self.headers))
+            await self.request.write(body)
+            if not more:
+                self.done = True
+                self.request.end_response()
+        elif kind == "http.response.start":
+            if self.status is not None:
+                raise ASGIError("http.response.start sent twice")
+            self.status = message["status"]
+            self.headers = message.get("headers") or None
+        elif kind == "http.response.trailers":   # pragma: no cover - not negotiated
+            raise ASGIError("http.response.trailers is not supported")
+        else:
+            raise ASGIError(f"unexpected ASGI message {kind!r} in an HTTP exchange")
+
+    def response(self):
+        if self.streaming:
+            if not self.done:
+                self.request.end_response()
+            return RESPONSE_SENT
+        if self.status is None:
+            raise ASGIError("the ASGI app returned without sending a response")
+        return Response(self.parts or b"", self.status, self.headers, None)
+
+
+def _content_length(headers):
+    if headers:
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+    return None
+
+
+class ASGIServer(HttpServer):
+    """An :class:`HttpServer` whose every request goes to an ASGI 3 app.
+
+    Args:
+        app: the ASGI application (``async def app(scope, receive, send)``).
+        lifespan: "auto" (run the lifespan protocol, tolerate apps that do
+            not support it), "on" (a failure aborts the start-up) or "off".
+        root_path: the ASGI ``root_path`` (mount point behind a proxy).
+        **settings: HttpServer's limits and timeouts.
+    """
+
+    def __init__(self, app, *, lifespan="auto", root_path="", **settings):
+        super().__init__(**settings)
+        if lifespan not in ("auto", "on", "off"):
+            raise ValueError("lifespan must be 'auto', 'on' or 'off'")
+        self.app = app
+        self.root_path = root_path
+        self.lifespan = lifespan
+        self.state = {}
+        self._lifespan_task = None
+        self._lifespan_queue = None
+        self._server_addr = None
+        self.dispatch = self._handle
+        self.on_startup(self._startup)
+        self.on_shutdown(self._shutdown)
+
+    async def _handle(self, request):
+        ex = _Exchange(request)
+        scope = {
+            "type": "http", "asgi": _ASGI, "http_version": request.http_version,
+            "method": request.method, "scheme": "http", "path": request.path,
+            "raw_path": request.raw_path, "query_string": request.query_string,
+            "root_path": self.root_path, "headers": request.headers.raw,
+            "client": request.client, "server": self._server_addr,
+            "state": self.state.copy(),
+        }
+        await self.app(scope, ex.receive, ex.send)
+        return ex.response()
+
+    async def listen(self, host="127.0.0.1", port=8080, **kw):
+        """Start serving (see HttpServer.listen); runs lifespan start-up first."""
+        server = await super().listen(host, port, **kw)
+        if self._server_addr is None and server.sockets:
+            addr = server.sockets[0].getsockname()
+            self._server_addr = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+        return server
+
+    # -- lifespan ----------------------------------------------------------------
+    async def _startup(self):
+        if self.lifespan == "off":
+            return
+        loop = asyncio.get_running_loop()
+        self._lifespan_queue = asyncio.Queue()
+        started = loop.create_future()
+        self._lifespan_started = started
+        self._lifespan_stopped = loop.create_future()
+
+        async def receive():
+            return await self._lifespan_queue.get()
+
+        async def send(message):
+            kind = message["type"]
+            if kind == "lifespan.startup.complete":
+                started.done() or started.set_result(None)
+            elif kind == "lifespan.startup.failed":
+                started.done() or started.set_exception(
+                    ASGIError(f"lifespan startup failed: {message.get('message', '')}"))
+            elif kind == "lifespan.shutdown.complete":
+                self._lifespan_stopped.done() or self._lifespan_stopped.set_result(None)
+            elif kind == "lifespan.shutdown.failed":
+                self._lifespan_stopped.done() or self._lifespan_stopped.set_exception(
+                    ASGIError(f"lifespan shutdown failed: {message.get('message', '')}"))
+
+        async def run():
+            scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as exc:
+                if not started.done():
+                    if self.lifespan == "on":
+                        started.set_exception(ASGIError(f"lifespan failed: {exc!r}"))
+                    else:
+                        log.info("the ASGI app does not support lifespan (%r)", exc)
+                        started.set_result(None)
+                        self.lifespan = "off"
+                elif not isinstance(exc, asyncio.CancelledError):
+                    log.error("lifespan task failed", exc_info=exc)
+                if not self._lifespan_stopped.done():
+                    self._lifespan_stopped.set_result(None)
+            else:
+                if not started.done():
+                    started.set_result(None)
+                    self.lifespan = "off"
+
+        self._lifespan_task = loop.create_task(run())
+        await self._lifespan_queue.put({"type": "lifespan.startup"})
+        await started
+
+    async def _shutdown(self):
+        if self.lifespan == "off" or self._lifespan_task is None:
+            return
+        await self._lifespan_queue.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lifespan_stopped), 10)
+        finally:
+            if not self._lifespan_task.done():
+                self._lifespan_task.cancel()
+
+
+def load_app(spec):
+    """Import ``"module:attr"`` (``attr`` may be dotted) and return the app."""
+    import importlib
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected 'module:app', got {spec!r}")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
