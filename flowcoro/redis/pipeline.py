@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from flowcoro.errors import InvalidStateError, RedisExecAbortError, RedisWatchError
+from flowcoro.errors import InvalidStateError, RedisError, RedisExecAbortError, RedisWatchError
 from flowcoro.redis.commands import Commands
 from flowcoro.redis.connection import Connection, pack
 
@@ -193,6 +193,8 @@ class Pipeline(Commands):
         first_error = None
         for i, ((args, parse, _), reply) in enumerate(zip(self._stack, replies)):
             if isinstance(reply, Exception):
+                if not isinstance(reply, RedisError):
+                    raise reply             # a decode error: not the command's failure
                 if first_error is None:
                     first_error = _annotate(reply, i, args)
                 out.append(reply)
@@ -207,7 +209,7 @@ class Pipeline(Commands):
         if isinstance(exec_reply, Exception):
             if isinstance(exec_reply, RedisExecAbortError):
                 for i, ((args, _, _), queued) in enumerate(zip(self._stack, replies[1:-1])):
-                    if isinstance(queued, Exception):
+                    if isinstance(queued, RedisError):
                         raise RedisExecAbortError(
                             f"transaction discarded: {_annotate(queued, i, args)}")
             raise exec_reply
