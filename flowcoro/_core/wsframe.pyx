@@ -161,8 +161,11 @@ cdef inline uint64_t _limit(object value, str name) except? 0:
 
 
 @cython.final
+@cython.embedsignature(False)   # Cython misplaces the "*" of keyword-only arguments
 cdef class FrameParser:
-    """Incremental WebSocket frame parser and message assembler (sans-IO).
+    """FrameParser(*, client, max_message=1048576, max_frame=None, deflate=None)
+
+    Incremental WebSocket frame parser and message assembler (sans-IO).
 
     Feed it the bytes of one connection as they arrive; it returns the
     completed events: ``str`` (a text message), ``bytes`` (a binary
@@ -205,6 +208,7 @@ cdef class FrameParser:
         fc_ws_parser_init(&self.p, 0, 0, 0)
 
     def __init__(self, *, bint client, max_message=1 << 20, max_frame=None, deflate=None):
+        """Make a parser; the arguments are described on the class."""
         cdef uint32_t flags = FC_WS_CLIENT if client else 0
         self.client = client
         self.max_message = _limit(max_message, "max_message")
@@ -314,8 +318,11 @@ cdef class FrameParser:
 
 
 @cython.final
+@cython.embedsignature(False)
 cdef class FrameBuilder:
-    """Builds WebSocket frames as ``bytes`` ready to write.
+    """FrameBuilder(*, client)
+
+    Builds WebSocket frames as ``bytes`` ready to write.
 
     Args:
         client: True on the client side: every frame gets a fresh random
@@ -332,6 +339,7 @@ cdef class FrameBuilder:
     cdef Py_ssize_t key_pos
 
     def __init__(self, *, bint client):
+        """Make a builder for the client (masking) or the server side."""
         self.client = client
         self.keys = b""
         self.key_pos = 0
@@ -430,6 +438,7 @@ cdef class Utf8Validator:
     cdef uint32_t state
 
     def __init__(self):
+        """A validator at the start of a text."""
         self.state = FC_UTF8_ACCEPT
 
     def feed(self, data):

@@ -1,0 +1,89 @@
+"""Type stubs for flowcoro._core.wsframe (Cython); see wsframe.pyx for the
+theory of operation and csrc/ws/frame.h for the framing rules."""
+from typing import Final, Union, final
+
+from typing_extensions import Buffer
+
+OP_CONT: Final[int]
+OP_TEXT: Final[int]
+OP_BINARY: Final[int]
+OP_CLOSE: Final[int]
+OP_PING: Final[int]
+OP_PONG: Final[int]
+
+@final
+class Ping:
+    """A ping frame."""
+
+    def __init__(self, payload: Buffer = b"") -> None: ...
+    @property
+    def payload(self) -> bytes: ...
+
+@final
+class Pong:
+    """A pong frame."""
+
+    def __init__(self, payload: Buffer = b"") -> None: ...
+    @property
+    def payload(self) -> bytes: ...
+
+@final
+class Close:
+    """A close frame."""
+
+    def __init__(self, code: int = 1005, reason: str = "") -> None: ...
+    @property
+    def code(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+_Event = Union[str, bytes, Ping, Pong, Close]
+
+@final
+class FrameParser:
+    """Incremental WebSocket frame parser and message assembler."""
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        max_message: int | None = 1048576,
+        max_frame: int | None = None,
+        deflate: tuple[int, bool] | None = None,
+    ) -> None: ...
+    @property
+    def client(self) -> bool: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def in_message(self) -> bool: ...
+    def feed(self, data: Buffer) -> list[_Event]: ...
+
+@final
+class FrameBuilder:
+    """Builds WebSocket frames as bytes."""
+
+    def __init__(self, *, client: bool) -> None: ...
+    @property
+    def client(self) -> bool: ...
+    def frame(self, opcode: int, data: Buffer | str, fin: bool = True, rsv1: bool = False) -> bytes: ...
+    def text(self, data: str) -> bytes: ...
+    def binary(self, data: Buffer) -> bytes: ...
+    def ping(self, data: Buffer | str = b"") -> bytes: ...
+    def pong(self, data: Buffer | str = b"") -> bytes: ...
+    def close(self, code: int | None = 1000, reason: str = "") -> bytes: ...
+
+@final
+class Utf8Validator:
+    """Incremental UTF-8 validator."""
+
+    def __init__(self) -> None: ...
+    def feed(self, data: Buffer) -> bool: ...
+    @property
+    def complete(self) -> bool: ...
+
+def utf8_valid(data: Buffer) -> bool: ...
+def close_code_valid(code: int) -> bool: ...
+def mask(data: Buffer, key: Buffer, pos: int = 0) -> bytes: ...
