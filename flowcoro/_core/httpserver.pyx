@@ -48,6 +48,7 @@ from flowcoro.errors import HttpException, HttpHeaderError
 
 cdef extern from "Python.h":
     object PyContext_CopyCurrent()
+    object PyContext_Copy(object ctx)
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
     ctypedef enum PySendResult:
@@ -1021,7 +1022,9 @@ cdef HandlerTask start_handler(object coro, object loop, HttpConnection conn):
     t.coro = coro
     t.loop = loop
     t.conn = conn
-    t.context = PyContext_CopyCurrent()
+    # A copy of the connection's context, not of the current one: the next
+    # handler may start from inside the previous one's last step.
+    t.context = PyContext_Copy(conn.base_context)
     t._run(None, True)
     return t
 
@@ -1128,6 +1131,7 @@ cdef class HttpConnection:
     cdef object pending_error    # (status, message) to answer once the queue drains
     cdef object disconnected     # Future set by connection_lost, made on demand
     cdef bint dispatching        # inside _run_queue(): handlers start there only
+    cdef object base_context     # context at connection_made; handlers run in copies
 
     def __cinit__(self, ServerState server):
         self.server = server
@@ -1144,6 +1148,7 @@ cdef class HttpConnection:
     def connection_made(self, transport):
         """Start reading requests from ``transport``."""
         self.transport = transport
+        self.base_context = PyContext_CopyCurrent()
         if fc_http_parser_init(&self.p, FC_HTTP_REQUEST, &self.server.limits,
                                self.server.flags) != 0:
             raise MemoryError()

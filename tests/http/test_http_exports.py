@@ -1,6 +1,5 @@
 """The public surface of flowcoro.http is frozen here (as tests/test_exports.py does
-for flowcoro).  For now the package holds the parser; the server and client
-add their names in the commits that bring them."""
+for flowcoro).  Parser, server (with ASGI) and client names."""
 import inspect
 
 import flowcoro.errors
@@ -17,7 +16,14 @@ CLIENT = {
     "ReadTimeout", "WriteTimeout", "PoolTimeout", "TotalTimeout", "HttpConnectionError",
     "ConnectError", "RemoteProtocolError", "TooManyRedirects", "HttpStatusError",
 }
-EXPECTED = PARSER | CLIENT
+SERVER = {
+    "HttpServer", "Request", "Response", "StreamingResponse", "FileResponse",
+    "Headers", "Router", "HttpException", "HttpHeaderError", "reason_phrase",
+}
+# The client's Response and Headers are re-exported under other names (the
+# server's keep the short ones: handlers use them).
+EXPECTED = PARSER | SERVER | {"ASGIServer"} | {
+    flowcoro.http.CLIENT_RENAMES.get(n, n) for n in CLIENT}
 
 
 def test_all_is_frozen():
@@ -32,6 +38,17 @@ def test_star_import_gives_exactly_all():
     assert set(ns) - {"__builtins__"} == EXPECTED
 
 
+def test_server_and_client_names_do_not_shadow_each_other():
+    import flowcoro.http.client as client
+    import flowcoro.http.server as server
+    assert flowcoro.http.Response is server.Response
+    assert flowcoro.http.Headers is server.Headers
+    assert flowcoro.http.ClientResponse is client.Response
+    assert flowcoro.http.ClientHeaders is client.Headers
+    assert set(client.__all__) == CLIENT
+    assert set(server.__all__) == SERVER
+
+
 def test_errors_live_in_flowcoro_errors():
     assert flowcoro.http.HttpParseError is flowcoro.errors.HttpParseError
     assert {"HttpError", "HttpParseError"} <= set(flowcoro.errors.__all__)
@@ -42,7 +59,7 @@ def test_errors_live_in_flowcoro_errors():
 def test_public_classes_are_documented():
     for name in EXPECTED - {"DEFAULT_LIMITS"}:
         obj = getattr(flowcoro.http, name)
-        assert inspect.isclass(obj) and inspect.getdoc(obj), name
+        assert (inspect.isclass(obj) or callable(obj)) and inspect.getdoc(obj), name
     for cls in (flowcoro.http.RequestParser, flowcoro.http.ResponseParser):
         for meth in ("feed", "feed_eof", "detach", "resume"):
             assert inspect.getdoc(getattr(cls, meth)), f"{cls.__name__}.{meth}"
