@@ -15,7 +15,7 @@ same Python values.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from flowcoro.errors import InvalidArgumentError
 
@@ -131,20 +131,36 @@ def parse_xautoclaim(r):
     return r
 
 
+def _num(v):
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+
+def _flatten_pairs(r):
+    """RESP3 [[a, b], ...] as RESP2's flat [a, b, ...] (redis-py's shape)."""
+    if r and isinstance(r[0], list):
+        return [x for pair in r for x in pair]
+    return r
+
+
+def parse_client_list(r):
+    """CLIENT LIST as a list of {str: str} dicts."""
+    out = []
+    for line in _str(r).splitlines():
+        out.append(dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv))
+    return out
+
+
 def parse_info(r):
     """INFO text as a dict (numbers converted, ``a=1,b=2`` values as dicts)."""
     if isinstance(r, bytes):
         r = r.decode("utf-8", "replace")
     out: dict[str, Any] = {}
-
-    def conv(v):
-        try:
-            return int(v)
-        except ValueError:
-            try:
-                return float(v)
-            except ValueError:
-                return v
 
     for line in r.splitlines():
         if not line or line.startswith("#") or ":" not in line:
@@ -155,10 +171,10 @@ def parse_info(r):
             for item in v.split(","):
                 if "=" in item:
                     a, b = item.split("=", 1)
-                    sub[a] = conv(b)
+                    sub[a] = _num(b)
             out[k] = sub
         else:
-            out[k] = conv(v)
+            out[k] = _num(v)
     return out
 
 
@@ -273,12 +289,7 @@ class Commands:
 
     def client_list(self):
         """CLIENT LIST as a list of dicts (str)."""
-        def parse(r):
-            out = []
-            for line in _str(r).splitlines():
-                out.append(dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv))
-            return out
-        return self._cmd(("CLIENT", "LIST"), parse)
+        return self._cmd(("CLIENT", "LIST"), parse_client_list)
 
     def lastsave(self):
         """LASTSAVE as a datetime."""
@@ -666,11 +677,7 @@ class Commands:
             args += (count,)
         if withvalues:
             args += ("WITHVALUES",)
-        def flat(r):
-            if r and isinstance(r[0], list):
-                return [x for pair in r for x in pair]
-            return r
-        return self._cmd(args, flat)
+        return self._cmd(args, _flatten_pairs)
 
     # -- sets ---------------------------------------------------------------------------
 
@@ -880,11 +887,7 @@ class Commands:
         if withscores:
             args += ("WITHSCORES",)
 
-        def flat(r):
-            if r and isinstance(r[0], list):
-                return [x for pair in r for x in pair]
-            return r
-        return self._cmd(args, flat)
+        return self._cmd(args, _flatten_pairs)
 
     def _zstore(self, cmd, dest, keys, aggregate):
         args: list = [cmd, dest]
@@ -1140,6 +1143,3 @@ class Commands:
             return self._cmd(args + ("JUSTID",))
         return self._cmd(args, parse_stream_list)
 
-
-def _iter_list(x: Iterable) -> list:  # pragma: no cover - helper for stubs
-    return list(x)

@@ -267,21 +267,25 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------
 
-    def connection_made(self, transport):  # noqa: D102 - asyncio callback
+    def connection_made(self, transport):
+        """asyncio callback: keep the transport."""
         self._transport = transport
 
-    def pause_writing(self):  # noqa: D102
+    def pause_writing(self):
+        """asyncio callback: the transport's buffer is over its high-water mark."""
         # Keep buffering (callers never block) but stop handing bytes to a
         # transport whose buffer is over its high-water mark.
         self._write_paused = True
 
-    def resume_writing(self):  # noqa: D102
+    def resume_writing(self):
+        """asyncio callback: the transport drained; flush what was held back."""
         self._write_paused = False
         if self._wbuf and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def data_received(self, data):  # noqa: D102
+    def data_received(self, data):
+        """asyncio callback: parse every complete reply and hand it to its waiter (FIFO)."""
         reader = self._reader
         reader.feed(data)
         waiters = self._waiters
@@ -324,10 +328,12 @@ class Connection(asyncio.Protocol):
             else:
                 w.set_result(reply)
 
-    def eof_received(self):  # noqa: D102
+    def eof_received(self):
+        """asyncio callback: the server closed its side; close ours."""
         return False                # close the transport; connection_lost follows
 
-    def connection_lost(self, exc):  # noqa: D102
+    def connection_lost(self, exc):
+        """asyncio callback: fail every waiter with RedisConnectionError."""
         if self._error is None:
             why = f": {exc}" if exc else " (closed by the server)"
             self._fail(RedisConnectionError(
