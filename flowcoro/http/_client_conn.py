@@ -259,13 +259,17 @@ class Connection(asyncio.Protocol):
         """True when an idle connection can carry another request."""
         return not (self.closed or self.broken or self.transport.is_closing())
 
-    def close(self):
-        """Close now (abort: nothing worth flushing is pending on a dropped connection)."""
+    def close(self, graceful=False):
+        """Close: ``graceful`` (FIN) between exchanges, else abort (an exchange
+        failed or was abandoned: nothing on it is worth flushing)."""
         self.broken = True
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.abort()
+                if graceful:
+                    self.transport.close()
+                else:
+                    self.transport.abort()
 
 
 def _protocol_error(exc):
@@ -357,8 +361,8 @@ class Pool:
             self.open.pop(key, None)
         self._wake_one(key)
 
-    def _drop(self, conn):
-        conn.close()
+    def _drop(self, conn, graceful=True):
+        conn.close(graceful)
         self._forget(conn.key)
 
     def release(self, conn, reusable):
@@ -376,7 +380,7 @@ class Pool:
 
     def discard(self, conn):
         """Close a lent-out connection whose exchange failed or was abandoned."""
-        self._drop(conn)
+        self._drop(conn, graceful=False)
 
     def _sweep(self):
         """Close connections idle past ``keepalive_expiry``; re-arm for the next."""
@@ -416,7 +420,7 @@ class Pool:
         for conns in self.idle.values():
             for conn in conns:
                 conn.in_pool = False
-                conn.close()
+                conn.close(graceful=True)
         self.idle.clear()
         self.open.clear()
         for q in self.waiters.values():

@@ -12,7 +12,8 @@ from flowcoro.errors import (
     InvalidStateError,
     TooManyRedirects,
 )
-from flowcoro.http import Headers, HttpClient, Timeout
+from flowcoro.http import HttpClient, Timeout
+from flowcoro.http.client import Headers
 from flowcoro.http.client import _Target
 
 
