@@ -323,7 +323,10 @@ int fc_ws_parser_execute(fc_ws_parser_t *p, const uint8_t *data, size_t len, fc_
             } else {
                 if (p->hdr_have < 2) {
                     p->hdr[p->hdr_have++] = data[i++];
-                    continue;
+                    /* Two bytes may be the whole header (unmasked, short
+                     * length): go on, or a 0-length frame at the end of
+                     * the input would wait for the next one. */
+                    if (p->hdr_have < 2) continue;
                 }
                 need = header_len(p->hdr[1]);
                 size_t take = need - p->hdr_have;

@@ -403,3 +403,13 @@ def test_itertools_pairs_of_frames():
         s = a + b
         whole = parse_all(s)
         assert parse_all(s, pieces=[s[i:i + 1] for i in range(len(s))]) == whole
+
+
+def test_zero_length_frame_at_end_of_input_byte_by_byte():
+    # regression: a 2-byte header completed by the last byte of a feed was
+    # left until the next feed
+    p = FrameParser(client=True)
+    assert p.feed(b"\x8a") == []
+    assert p.feed(b"\x00") == [Pong(b"")]
+    p = FrameParser(client=True)
+    assert p.feed(b"\x88") == [] and p.feed(b"\x00") == [Close(1005, "")]
