@@ -22,8 +22,9 @@ Health checks: a dedicated connection idle for more than
 if it does not, it is dropped and another is opened.
 
 Invariants:
-* ``_shared`` is None or a live connection checked out of ``_pool``;
-  at most one task (``_shared_task``) is opening a replacement.
+* ``_shared`` is None or a live connection; it has a slot of its own
+  (``_pool`` holds at most ``max_connections - 1``); at most one task
+  (``_shared_task``) is opening a replacement.
 * a connection that still owes replies (``pending > 0``) is never parked
   as idle: ``release`` discards it (a cancelled BLPOP must not hand its
   late reply to the next borrower).
@@ -41,6 +42,11 @@ from flowcoro.net.pool import ConnectionPool as _NetPool
 from flowcoro.redis.connection import Connection, ConnectionParams, open_connection, parse_url
 
 __all__ = ["ConnectionPool"]
+
+
+def _consume(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class ConnectionPool:
@@ -78,7 +84,10 @@ class ConnectionPool:
         self.retry_attempts = retry_attempts
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
-        self._pool = _NetPool(self._connect_with_retry, max_size=max_connections,
+        # The shared connection lives outside the dedicated pool, in a slot of
+        # its own: blocked BLPOPs filling the pool can never keep it from
+        # (re)connecting.
+        self._pool = _NetPool(self._connect_with_retry, max_size=max_connections - 1,
                               idle_timeout=idle_timeout, acquire_timeout=acquire_timeout,
                               health_check=self._health_check)
         self._shared: Connection | None = None
@@ -102,7 +111,10 @@ class ConnectionPool:
         return self._closed
 
     def stats(self):
-        """A snapshot of the dedicated pool's counters (flowcoro.net.PoolStats)."""
+        """A snapshot of the dedicated connections' counters (flowcoro.net.PoolStats).
+
+        The shared connection is not counted there: it has its own slot.
+        """
         return self._pool.stats()
 
     # -- opening ----------------------------------------------------------------
@@ -156,16 +168,18 @@ class ConnectionPool:
         task = self._shared_task
         if task is None:
             task = self._shared_task = asyncio.ensure_future(self._open_shared())
+            # Every caller may have been cancelled: never leave the error unread.
+            task.add_done_callback(_consume)
         # shield: one caller's cancellation must not abort the others' connect.
         return await asyncio.shield(task)
 
     async def _open_shared(self) -> Connection:
         try:
-            conn = await self._acquire_raw(None)
+            conn = await self._connect_with_retry()
         finally:
             self._shared_task = None
         if self._closed:
-            self._pool.release(conn, discard=True)
+            conn.close()
             raise RedisConnectionError("the redis connection pool is closed")
         conn.on_lost = self._shared_lost
         self._shared = conn
@@ -174,10 +188,7 @@ class ConnectionPool:
     def _shared_lost(self, conn: Connection) -> None:
         if self._shared is conn:
             self._shared = None
-        try:
-            self._pool.release(conn, discard=True)
-        except Exception:               # pragma: no cover - already released
-            pass
+        conn.close()
 
     # -- dedicated connections ----------------------------------------------------
 
@@ -222,10 +233,6 @@ class ConnectionPool:
         if shared is not None:
             shared.on_lost = None
             shared.close()
-            try:
-                self._pool.release(shared, discard=True)
-            except Exception:           # pragma: no cover
-                pass
         self._pool.close()
         await self._pool.wait_closed()
         if shared is not None:

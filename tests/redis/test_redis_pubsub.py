@@ -45,7 +45,7 @@ def test_subscribe_publish_listen(run, r_url, prefix, protocol):
             with pytest.raises(errors.InvalidStateError):
                 await ps.subscribe("x")
             assert await ps.get_message(timeout=1) is None
-            assert r.connection_pool.stats().in_use == 1
+            assert r.connection_pool.stats().in_use == 0
     run(main())
 
 
