@@ -59,7 +59,8 @@ __all__ = ["Connection", "ConnectionParams", "parse_url", "open_connection", "pa
 #: Returned by ``Reader.gets()`` when no complete reply is buffered (not
 #: False, which is a valid RESP3 boolean reply).
 _NOT_ENOUGH = object()
-_PushNotification = getattr(hiredis, "PushNotification", None)
+# hiredis >= 3 tells RESP3 pushes apart; an older one never returns this type.
+_PushNotification = getattr(hiredis, "PushNotification", type("_NoPush", (), {}))
 _pack_command = hiredis.pack_command
 
 
@@ -300,10 +301,15 @@ class Connection(asyncio.Protocol):
                 reply = exc
             if reply is _NOT_ENOUGH:
                 return
-            if self.push_handler is not None and (
-                    self.pubsub_mode or (_PushNotification is not None
-                                         and type(reply) is _PushNotification)):
-                self.push_handler(reply)
+            if type(reply) is _PushNotification:
+                # RESP3 out-of-band frame: never a command's reply (dropped
+                # when nobody listens, e.g. tracking invalidations).
+                if self.push_handler is not None:
+                    self.push_handler(reply)
+                continue
+            if self.pubsub_mode:
+                if self.push_handler is not None:
+                    self.push_handler(reply)
                 continue
             if not waiters:
                 self._fail(RedisProtocolError(

@@ -383,3 +383,17 @@ def test_concurrent_from_many_tasks(run, r_url, prefix):
                     assert await r.get(f"{prefix}{i}") == f"{i}:{j}".encode()
             await asyncio.gather(*(worker(i) for i in range(50)))
     run(main())
+
+
+def test_resp3_pushes_never_reach_a_caller(run, r_url, prefix):
+    """CLIENT TRACKING makes the server push invalidations on the shared
+    connection: they are dropped, not taken as the next command's reply."""
+    async def main():
+        async with from_url(r_url, protocol=3) as r, from_url(r_url) as other:
+            await r.set(prefix + "t", 1)
+            assert await r.execute("CLIENT", "TRACKING", "on") == b"OK"
+            for i in range(20):
+                assert await r.get(prefix + "t") == str(i + 1).encode()   # tracked now
+                await other.incr(prefix + "t")                          # -> invalidation push
+                assert await r.echo(f"e{i}") == f"e{i}".encode()
+    run(main())
