@@ -432,9 +432,9 @@ class Connection(asyncio.Protocol):
         """True once the connection is closed or lost (it is then useless)."""
         return self._error is not None
 
-    def _lost_error(self) -> RedisConnectionError:
+    def _lost_error(self) -> Exception:
         err = self._error
-        return RedisConnectionError(str(err) if err is not None else "connection closed")
+        return type(err)(str(err)) if err is not None else RedisConnectionError("connection closed")
 
     def _fail(self, err: Exception, close: bool = True) -> None:
         """Mark the connection dead and fail every waiter with a copy of ``err``."""
@@ -482,31 +482,39 @@ class Connection(asyncio.Protocol):
                 hello += ("AUTH", p.username or "default", p.password)
             if p.client_name:
                 hello += ("SETNAME", p.client_name)
-            cmds.append(hello)
-        else:
+            # Alone first: a server without RESP3 (Redis < 6) refuses HELLO,
+            # and this connection falls back to RESP2 (hiredis reads both).
+            reply = (await self.send_batch([hello]))[0]
+            if isinstance(reply, RedisResponseError) and "unknown command" in str(reply).lower():
+                self.params = p = p.with_options(protocol=2)
+            else:
+                self._check_handshake_reply(hello, reply)
+                if isinstance(reply, dict):
+                    self.server_info = {(k.decode() if isinstance(k, bytes) else k): v
+                                        for k, v in reply.items()}
+        if p.protocol == 2:
             if p.password is not None:
                 cmds.append(("AUTH", p.username, p.password) if p.username else ("AUTH", p.password))
             if p.client_name:
                 cmds.append(("CLIENT", "SETNAME", p.client_name))
         if p.db:
             cmds.append(("SELECT", p.db))
-        if not cmds:
+        if cmds:
+            for cmd, reply in zip(cmds, await self.send_batch(cmds)):
+                self._check_handshake_reply(cmd, reply)
+
+    def _check_handshake_reply(self, cmd: tuple, reply: Any) -> None:
+        if not isinstance(reply, RedisResponseError):
             return
-        replies = await self.send_batch(cmds)
-        for cmd, reply in zip(cmds, replies):
-            if isinstance(reply, RedisResponseError):
-                msg = str(reply)
-                name = str(cmd[0])
-                if name in ("AUTH", "HELLO") and (
-                        "WRONGPASS" in msg or "NOAUTH" in msg or "AUTH" in msg
-                        or "invalid password" in msg or "NOPERM" in msg):
-                    raise RedisAuthenticationError(
-                        f"redis at {p.address()} refused the credentials: {msg}")
-                raise RedisConnectionError(
-                    f"redis at {p.address()} refused {name} while connecting: {msg}")
-            if cmd[0] == "HELLO" and isinstance(reply, dict):
-                self.server_info = {(k.decode() if isinstance(k, bytes) else k): v
-                                    for k, v in reply.items()}
+        msg = str(reply)
+        name = str(cmd[0])
+        if name in ("AUTH", "HELLO") and msg.split(" ", 1)[0] in (
+                "WRONGPASS", "NOAUTH", "NOPERM", "ERR") and (
+                name == "AUTH" or not msg.startswith("ERR") or "password" in msg):
+            raise RedisAuthenticationError(
+                f"redis at {self.params.address()} refused the credentials: {msg}")
+        raise RedisConnectionError(
+            f"redis at {self.params.address()} refused {name} while connecting: {msg}")
 
 
 async def open_connection(params: ConnectionParams) -> Connection:
