@@ -284,14 +284,16 @@ class PubSub:
         if not self._queue and timeout != 0:
             if self._closed:
                 return None
-            fut = self._getter = asyncio.get_running_loop().create_future()
+            # One wake-up future shared by every concurrent reader; shielded
+            # so that one reader's timeout does not cancel it for the others.
+            fut = self._getter
+            if fut is None or fut.done():
+                fut = self._getter = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(timeout):
-                    await fut
+                    await asyncio.shield(fut)
             except TimeoutError:
                 return None
-            finally:
-                self._getter = None
         if not self._queue:
             return None
         msg = self._queue.popleft()

@@ -74,6 +74,20 @@ def test_iterator_handlers_and_roadmap_shortcut(run, r_url, prefix):
             await ps.unsubscribe(prefix + "plain")
             await ps.aclose()
             await ps.aclose()                   # idempotent
+            # Several concurrent readers: each message goes to exactly one.
+            ps3 = await r.subscribe(prefix + "multi")
+            readers = [asyncio.ensure_future(ps3.get_message(ignore_subscribe_messages=True,
+                                                             timeout=1)) for _ in range(3)]
+            await asyncio.sleep(0.01)
+            await r.publish(prefix + "multi", "m1")
+            await r.publish(prefix + "multi", "m2")
+            got = [m for m in await asyncio.gather(*readers) if m]
+            while len(got) < 2:
+                m = await ps3.get_message(timeout=1)
+                if m and m["type"] == "message":
+                    got.append(m)
+            assert sorted(m["data"] for m in got) == ["m1", "m2"]
+            await ps3.aclose()
             # A getter blocked in get_message is woken by aclose.
             ps2 = r.pubsub()
             await ps2.subscribe(prefix + "z")
