@@ -244,6 +244,7 @@ class WebSocketConnection(asyncio.Protocol):
     # ---- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport):  # pragma: no cover - set_protocol, not connect
+        """Not called: the connection takes over an already connected transport."""
         self._transport = transport
 
     def data_received(self, data):

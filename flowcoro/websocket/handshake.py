@@ -234,6 +234,7 @@ def check_response(head, key, *, subprotocols=None, extensions=None):
                                       head.status_code, hs)
 
     def bad(msg):
+        """The error for a 101 that breaks RFC 6455 4.1."""
         return WebSocketHandshakeError(f"invalid 101 response: {msg}", 101, hs)
 
     if b"websocket" not in _tokens(hs, b"upgrade"):

@@ -141,8 +141,7 @@ def main():
         proc.terminate()
         proc.wait()
         log.close()
-        if not args.outdir:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)     # the reports too, unless -o put them elsewhere
 
 
 if __name__ == "__main__":
