@@ -268,10 +268,12 @@ class _Request:
     """A request ready to be written: head bytes plus a framed body."""
 
     __slots__ = ("method", "target", "headers", "body", "stream", "stream_length",
-                 "head", "keep_alive", "expect_continue")
+                 "head", "keep_alive", "expect_continue", "host")
 
-    def __init__(self, method, target, headers, body, stream, stream_length, fixed=None):
+    def __init__(self, method, target, headers, body, stream, stream_length, fixed=None,
+                 host=None):
         self.method = method
+        self.host = host                # the caller's Host field, else None
         self.target = target
         self.headers = headers          # Headers, without Host / framing fields; not mutated
         self.body = body                # bytes or None
@@ -281,7 +283,7 @@ class _Request:
             fixed = _field_block(headers)
         fields, self.keep_alive, expect = fixed
         self.expect_continue = expect and (body or stream is not None)
-        lines = [f"{method} {target.target} HTTP/1.1\r\nHost: {target.host_header}\r\n",
+        lines = [f"{method} {target.target} HTTP/1.1\r\nHost: {host or target.host_header}\r\n",
                  fields]
         if stream is not None:
             if stream_length is not None:
@@ -810,7 +812,7 @@ class HttpClient:
                     h[name] = value
         user_length = h.pop("content-length")
         h.pop("transfer-encoding")
-        h.pop("host")
+        host = h.pop("host")
         body = None
         stream = None
         stream_length = None
@@ -840,7 +842,7 @@ class HttpClient:
             if not user_length.isdigit():
                 raise InvalidRequestError(f"invalid Content-Length {user_length!r}")
             stream_length = int(user_length)
-        return _Request(method, target, h, body, stream, stream_length)
+        return _Request(method, target, h, body, stream, stream_length, host=host)
 
     async def _send(self, method, url, params, headers, data, json_value, timeout,
                     follow_redirects):
@@ -912,7 +914,9 @@ class HttpClient:
             body = None
         else:
             body = req.body
-        return _Request(method, new_target, h, body, None, None), new_target
+        # A Host given by the caller holds while the origin does.
+        host = req.host if new_target.key == target.key else None
+        return _Request(method, new_target, h, body, None, None, host=host), new_target
 
     def _release(self, conn, reusable):
         if self._pool is not None:

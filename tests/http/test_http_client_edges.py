@@ -471,3 +471,28 @@ def test_stream_body_wrong_length_and_types():
                 await c.post("/", data=iter([b"a"]), headers={"Content-Length": "-1"})
             assert c.idle_connections() == 0
     flowcoro.run(main())
+
+
+def test_response_trickled_one_byte_at_a_time(loop):
+    # Every byte of a chunked response with trailers in its own TCP segment:
+    # the client's reading loop meets every split of head, sizes and data.
+    response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+                b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: done\r\n\r\n")
+
+    async def handler(reader, writer, srv):
+        while await srv.read_request(reader):
+            for i in range(len(response)):
+                writer.write(response[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)
+
+    async def main():
+        async with RawServer(handler) as srv, HttpClient(srv.url) as c:
+            for _ in range(2):
+                r = await c.get("/")
+                assert r.content == b"abc0123456789abcdef"
+                assert r.headers["x-a"] == "1" and r.trailers["x-t"] == "done"
+            async with c.stream("GET", "/") as r:
+                assert b"".join([p async for p in r.iter_bytes()]) == b"abc0123456789abcdef"
+            assert srv.connections == 1
+    run(loop, main())
