@@ -53,6 +53,7 @@ import json as _json
 import re
 import ssl as _ssl
 import urllib.parse
+import zlib
 
 from flowcoro.errors import (
     ConnectError,
@@ -338,7 +339,7 @@ class Response:
 
     __slots__ = ("status", "reason", "http_version", "_headers", "_raw_headers", "url",
                  "method", "history", "trailers", "_conn", "_client", "_content", "_deadlines",
-                 "_reusable", "_streamed", "_closed")
+                 "_reusable", "_streamed", "_closed", "_decoder")
 
     def __init__(self, head, url, method, conn, client, deadlines, reusable):
         self.status = head.status_code
@@ -357,6 +358,12 @@ class Response:
         self._reusable = reusable and head.keep_alive and head.status_code != 101
         self._streamed = False
         self._closed = False
+        self._decoder = None
+        if client is not None and client.decompress:
+            for name, value in head.headers:
+                if name == b"content-encoding":
+                    self._decoder = _Decoder.make(head.headers, client._limits.get("max_body"))
+                    break
 
     @property
     def headers(self):
@@ -388,18 +395,24 @@ class Response:
                         if i + 1 < len(ready):
                             conn.broken = True    # events after the response: not reusable
                         self._finish(ev)
-                        self._content = b"".join(chunks)
-                        return self._content
+                        return self._complete(chunks)
                 ev = await self._next()
                 if type(ev) is bytes:
                     chunks.append(ev)
                 else:
                     self._finish(ev)
-                    self._content = b"".join(chunks)
-                    return self._content
+                    return self._complete(chunks)
         except BaseException:
             self._abort()
             raise
+
+    def _complete(self, chunks):
+        data = b"".join(chunks)
+        dec = self._decoder
+        if dec is not None:
+            data = dec.feed(data) + dec.flush()
+        self._content = data
+        return data
 
     async def iter_bytes(self, chunk_size=None):
         """Yield the body as it arrives (pieces as received; ``chunk_size``:
@@ -421,10 +434,13 @@ class Response:
             raise InvalidStateError("the response was closed before its body was read")
         self._streamed = True
         pending = bytearray()
+        dec = self._decoder
         try:
             while True:
                 ev = await self._next()
                 if type(ev) is bytes:
+                    if dec is not None:
+                        ev = dec.feed(ev)
                     if chunk_size is None:
                         if ev:
                             yield ev
@@ -436,8 +452,14 @@ class Response:
                         yield piece
                 else:
                     self._finish(ev)
+                    if dec is not None:
+                        pending += dec.flush()
                     if pending:
-                        yield bytes(pending)
+                        if chunk_size is None:
+                            yield bytes(pending)
+                        else:
+                            for i in range(0, len(pending), chunk_size):
+                                yield bytes(pending[i:i + chunk_size])
                     return
         finally:
             if self._conn is not None:
@@ -540,6 +562,74 @@ class Response:
         return f"<Response {self.status} {self.reason} {self.method} {self.url}>"
 
 
+class _Decoder:
+    """Undoes a gzip or deflate Content-Encoding, piece by piece (RFC 9110 8.4.1).
+
+    The decoded size is bounded by ``response_limits["max_body"]`` too (a
+    small compressed body can expand a thousandfold).
+    """
+
+    __slots__ = ("coding", "obj", "limit", "out", "fed", "raw_tried")
+
+    #: wbits for zlib: gzip framing, zlib framing (the spec's "deflate").
+    WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+             "deflate": zlib.MAX_WBITS}
+
+    @classmethod
+    def make(cls, raw_headers, limit):
+        """A decoder for the response's Content-Encoding, or None (identity,
+        or codings we do not decode: the body is then given as received)."""
+        codings = []
+        for name, value in raw_headers:
+            if name == b"content-encoding":
+                codings += [c.strip().lower() for c in value.decode("latin-1").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) != 1 or codings[0] not in cls.WBITS:
+            return None
+        return cls(codings[0], limit)
+
+    def __init__(self, coding, limit):
+        self.coding = coding
+        self.obj = zlib.decompressobj(self.WBITS[coding])
+        self.limit = limit
+        self.out = 0
+        self.fed = False
+        self.raw_tried = False
+
+    def feed(self, data):
+        """Decoded bytes for the next piece of the body."""
+        if not data:
+            return b""
+        try:
+            out = self.obj.decompress(data)
+        except zlib.error as exc:
+            if self.coding == "deflate" and not self.fed and not self.raw_tried:
+                # Some servers send raw DEFLATE without the zlib wrapper.
+                self.raw_tried = True
+                self.obj = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.feed(data)
+            raise self._error(f"invalid {self.coding} body: {exc}") from None
+        self.fed = True
+        return self._count(out)
+
+    def flush(self):
+        """The rest at the end of the body; a truncated stream is an error."""
+        out = self.obj.flush()
+        if self.fed and not self.obj.eof:
+            raise self._error(f"truncated {self.coding} body")
+        return self._count(out)
+
+    def _count(self, out):
+        self.out += len(out)
+        if self.limit is not None and self.out > self.limit:
+            raise RemoteProtocolError("body_too_large", 413, self.out,
+                                      f"decoded body over max_body ({self.limit} bytes)")
+        return out
+
+    def _error(self, message):
+        return RemoteProtocolError("content_decoding_error", 502, self.out, message)
+
+
 def _read_timeout():
     return ReadTimeout("the server did not answer within the read timeout")
 
@@ -581,6 +671,8 @@ class HttpClient:
             ``max_header_field``, ``max_headers``, ``max_header_block``,
             ``max_chunk_line``, ``max_body``); a response over one raises
             :class:`~flowcoro.errors.RemoteProtocolError`.
+        decompress: send ``Accept-Encoding: gzip, deflate`` and decode
+            such bodies (``max_body`` then bounds the decoded size too).
 
     Use it as ``async with HttpClient() as c:`` (or call :meth:`aclose`);
     a client belongs to the loop it is first used on.
@@ -588,7 +680,7 @@ class HttpClient:
 
     def __init__(self, base_url=None, *, timeout=Timeout(), max_connections_per_host=100,
                  keepalive_expiry=15.0, follow_redirects=True, max_redirects=20, verify=True,
-                 headers=None, response_limits=None):
+                 headers=None, response_limits=None, decompress=True):
         if base_url is not None:
             _Target(base_url)            # checked now, not at the first request
             base_url = base_url.rstrip("/")
@@ -605,7 +697,10 @@ class HttpClient:
         self.keepalive_expiry = keepalive_expiry
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
+        self.decompress = bool(decompress)
         h = Headers({"User-Agent": USER_AGENT, "Accept": "*/*"})
+        if self.decompress:
+            h["Accept-Encoding"] = "gzip, deflate"
         if headers is not None:
             for name, value in Headers(headers).items():
                 h[name] = value
@@ -881,6 +976,7 @@ class HttpClient:
         """Read a redirect's body (a small one keeps its connection), or close."""
         length = resp.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) <= _REDIRECT_DRAIN:
+            resp._decoder = None        # read to reuse the connection, never looked at
             await resp.read()
         else:
             await resp.aclose()

@@ -126,7 +126,7 @@ def test_request_encoding():
     head = wire(c, "GET", "/x?y=1")
     assert head == (b"GET /x?y=1 HTTP/1.1\r\nHost: h:8080\r\n"
                     b"User-Agent: " + flowcoro.http.client.USER_AGENT.encode() + b"\r\n"
-                    b"Accept: text/plain\r\n\r\n")
+                    b"Accept: text/plain\r\nAccept-Encoding: gzip, deflate\r\n\r\n")
     head = wire(c, "POST", "/", json={"a": "é"})
     assert b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n" in head
     # Framing fields given by the caller are replaced by the real ones.
