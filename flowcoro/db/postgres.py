@@ -611,7 +611,10 @@ class PostgresConnection(Connection):
             except Exception as e:
                 pg.put_copy_end(f"flowcoro: {e}".encode())
                 self._flush()
-                await self._finish_copy()
+                try:
+                    await self._finish_copy()   # the server's "COPY failed": expected
+                except DatabaseError:
+                    pass
                 raise InterfaceError(f"copy: cannot send a row: {e}") from e
             buf += b"\xff\xff"
             await self._put_copy(bytes(buf))

@@ -1,0 +1,117 @@
+"""PostgreSQL specifics: pipelining, the statement cache, binary/text results, COPY."""
+import asyncio
+
+import pytest
+
+import flowcoro.db as db
+from db_helpers import connected
+from flowcoro.errors import DataError, InterfaceError, ProgrammingError
+
+
+def test_concurrent_calls_pipeline_on_one_connection(run, postgres_url):
+    async def main():
+        conn = await db.connect(postgres_url)
+        vals = await asyncio.gather(*(conn.fetchval("SELECT $1::int * 2", [i]) for i in range(200)))
+        assert vals == [i * 2 for i in range(200)]
+        # one failing call does not disturb its neighbours (one Sync each)
+        calls = [conn.fetchval("SELECT 1 / $1::int", [i % 3]) for i in range(30)]
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        for i, v in enumerate(out):
+            if i % 3 == 0:
+                assert isinstance(v, DataError) and v.sqlstate == "22012"
+            else:
+                assert v == 1 // (i % 3)
+        assert not conn.busy
+        await conn.close()
+    run(main())
+
+
+def test_statement_cache_eviction_and_invalidation(run, postgres_url, table):
+    async def main():
+        conn = await db.connect(postgres_url, statement_cache_size=4)
+        for i in range(10):
+            assert await conn.fetchval(f"SELECT {i} + $1::int", [1]) == i + 1
+        assert len(conn._stmts) <= 4
+        names = await conn.fetch("SELECT name FROM pg_prepared_statements")
+        assert len(names) <= 5          # evicted ones are deallocated
+        # a statement whose result type changed under it is re-prepared
+        await conn.execute(f"CREATE TABLE {table} (id int, v int)")
+        await conn.execute(f"INSERT INTO {table} VALUES (1, 2)")
+        assert await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1", [1]) == (1, 2)
+        await conn.execute(f"ALTER TABLE {table} ADD COLUMN w int DEFAULT 3")
+        assert await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1", [1]) == (1, 2, 3)
+        # DEALLOCATE ALL behind our back: the cache is dropped, the next call works
+        await conn.execute("DEALLOCATE ALL")
+        with pytest.raises(ProgrammingError):
+            await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1", [1])
+        assert await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1", [1]) == (1, 2, 3)
+        await conn.execute(f"DROP TABLE {table}")
+        await conn.close()
+        # no cache at all
+        conn = await db.connect(postgres_url, statement_cache_size=0, binary=False)
+        assert await conn.fetchval("SELECT $1::numeric + 1", [1]) == 2
+        assert await conn.fetchval("SELECT 'a'::text") == "a"
+        await conn.close()
+    run(main())
+
+
+def test_types_round_trip(run, postgres_url):
+    async def main():
+        import datetime
+        import decimal
+        import uuid
+        conn = await db.connect(postgres_url)
+        vals = [True, 2 ** 40, -5, 1.5, "text é", b"\x00\xff", None,
+                decimal.Decimal("1.25"), datetime.date(2024, 2, 29),
+                datetime.datetime(2024, 1, 1, 12, 0, tzinfo=datetime.timezone.utc),
+                uuid.UUID(int=7), [1, 2, 3], {"a": 1}]
+        from psycopg.types.json import Jsonb
+        for v in vals:
+            p = Jsonb(v) if isinstance(v, dict) else v
+            got = await conn.fetchval("SELECT $1", [p])
+            if isinstance(v, dict):
+                assert got == v
+            else:
+                assert got == v, (v, got)
+        with pytest.raises(InterfaceError):
+            await conn.fetchval("SELECT $1", [object()])
+        await conn.close()
+    run(main())
+
+
+def test_copy_errors_and_big_copy(run, postgres_url, table):
+    async def main():
+        async with connected(postgres_url, table) as conn:
+            with pytest.raises(InterfaceError):
+                await conn.copy(table, [(1,)], ["nope"])
+            with pytest.raises(InterfaceError):
+                await conn.copy(table, [("not an int", "x", 1.0)], ["id", "name", "v"])
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0
+            rows = [(i, "x" * 50, float(i)) for i in range(60000)]
+            # concurrent calls wait for the COPY, then run
+            other = asyncio.ensure_future(conn.fetchval("SELECT 9"))
+            assert await conn.copy(table, rows, ["id", "name", "v"]) == 60000
+            assert await other == 9
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 60000
+            # executemany: a bad row (dump error) mid-batch leaves nothing behind
+            with pytest.raises(InterfaceError):
+                await conn.executemany(f"INSERT INTO {table} (id) VALUES ($1)",
+                                       [(70000 + i,) for i in range(3000)] + [(object(),)])
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 60000
+            n = await conn.executemany(f"INSERT INTO {table} (id, name) VALUES ($1, $2)",
+                                       [(100000 + i, None if i % 2 else "s") for i in range(5000)])
+            assert n == 5000
+    run(main())
+
+
+def test_cursor_error_inside_transaction(run, postgres_url):
+    async def main():
+        conn = await db.connect(postgres_url)
+        async with conn.transaction():
+            with pytest.raises(ProgrammingError):
+                async for _ in conn.cursor("SELECT * FROM fc_no_such_table_zz"):
+                    pass
+        assert not conn.in_transaction
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    run(main())
