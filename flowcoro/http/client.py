@@ -959,7 +959,11 @@ class HttpClient:
             location = resp.headers.get("location")
             if not location:
                 break
-            nxt = self._redirect(req, target, resp, location)
+            try:
+                nxt = self._redirect(req, target, resp, location)
+            except BaseException:
+                await resp.aclose()         # a Location we cannot follow: free the connection
+                raise
             if nxt is None:
                 break
             if len(history) >= self.max_redirects:

@@ -232,7 +232,7 @@ def test_unasked_bytes_on_idle_connection_drop_it():
     async def main():
         async with RawServer(handler) as srv, HttpClient(srv.url) as c:
             assert (await c.get("/")).content == b"first"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
             assert (await c.get("/")).content == b"first"     # not the 408
             assert srv.connections == 2
     flowcoro.run(main())

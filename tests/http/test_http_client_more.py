@@ -124,6 +124,7 @@ def test_redirect_corner_cases():
             assert r.status == 302 and r.history == []
             with pytest.raises(InvalidRequestError, match="redirect"):
                 await c.get("/ftp")
+            assert c._pool.open.get(c._target("/").key, 0) == c.idle_connections()
             r = await c.get("/creds")
             assert r.content == b"Basic dTpw" and "u:p" not in r.url
             # A chunked redirect body is not drained: its connection is closed.
@@ -165,16 +166,16 @@ def test_pool_expiry_sweeps_by_age():
             await writer.drain()
 
     async def main():
-        async with RawServer(handler) as srv, HttpClient(srv.url, keepalive_expiry=0.3) as c:
+        async with RawServer(handler) as srv, HttpClient(srv.url, keepalive_expiry=0.6) as c:
             await asyncio.gather(c.get("/"), c.get("/"))        # two connections
             assert c.idle_connections() == 2
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
             await c.get("/")                                    # refreshes one of them
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.4)
             # The first sweep closed the old one and kept the fresh one.
             assert c.idle_connections() == 1
             assert c.idle_connections(srv.url + "/x") == 1
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
             assert c.idle_connections() == 0
     flowcoro.run(main())
 
