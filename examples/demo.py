@@ -1,11 +1,13 @@
 """The FlowCoro demo service (same as ``make run`` / ``python -m flowcoro demo``).
 
-A key-value server with a one-line-per-command protocol over TCP, stored in
-SQLite; the code, with the protocol, is in flowcoro/demo.py (shipped inside
-the package so that the installed ``flowcoro demo`` command has it too).
+A small REST API over SQLite on FlowCoro's HTTP server (``/api/items``,
+``/healthz``, and an index page at ``/`` listing the endpoints); the code is
+in flowcoro/demo.py (shipped inside the package so that the installed
+``flowcoro demo`` command has it too).
 
-    python examples/demo.py --port 8765
-    printf 'SET greeting hello\\nGET greeting\\nQUIT\\n' | nc 127.0.0.1 8765
+    python examples/demo.py --port 8080 --db demo.sqlite3
+    curl -i -X POST localhost:8080/api/items -d '{"name": "apple", "value": "red"}'
+    curl localhost:8080/api/items
 """
 import os
 import sys

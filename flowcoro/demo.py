@@ -1,58 +1,81 @@
-"""The FlowCoro demo service: a line-protocol key-value server on SQLite.
+"""The FlowCoro demo service: a small REST API over SQLite on FlowCoro's HTTP server.
 
 Run it with ``make run``, ``python -m flowcoro demo`` or
-``python examples/demo.py``; talk to it with ``nc 127.0.0.1 8765`` (or any
-line-based client).  It needs no external service: the store is SQLite, in
-memory unless ``--db PATH`` names a file.
+``python examples/demo.py``; open http://127.0.0.1:8080/ for the list of
+endpoints, or use curl::
+
+    curl -i -X POST localhost:8080/api/items -d '{"name": "apple", "value": "red"}'
+    curl localhost:8080/api/items?prefix=ap
+    curl localhost:8080/api/items/1
+
+It needs no external service: the store is SQLite, in memory unless
+``--db PATH`` names a file.
 
 What it shows:
 
-* a TCP server on the FlowCoro loop through the plain asyncio streams API
-  (``asyncio.start_server``): every asyncio library runs unchanged;
+* :class:`flowcoro.http.HttpServer` on the FlowCoro loop: routes with typed
+  path parameters (``/api/items/{id:int}``), JSON in and out, an "after"
+  middleware (the access log), 404/405 answered by the router;
 * blocking work (SQLite) kept off the loop with ``run_in_executor`` on a
-  one-thread executor that owns the connection;
-* graceful shutdown on Ctrl-C (SIGINT) or SIGTERM: stop accepting, tell
-  connected clients ``BYE``, close them, close the store, exit 0.
+  one-thread executor that owns the connection (sqlite3 objects must stay
+  on one thread; one writer also means no locking errors);
+* graceful shutdown on Ctrl-C (SIGINT) or SIGTERM: stop accepting, finish
+  the requests in flight, close idle keep-alive connections, close the
+  store, exit 0.  A second Ctrl-C during shutdown exits at once (130).
 
-Protocol: one command per line (UTF-8), one reply line each::
+API (JSON bodies; errors are ``{"error": "..."}`` with the status below):
 
-    PING                -> PONG
-    ECHO <text>         -> <text>
-    SET <key> <value>   -> OK            (the value is the rest of the line)
-    GET <key>           -> VALUE <value>  or  NIL
-    DEL <key>           -> DELETED 1  or  DELETED 0
-    KEYS [prefix]       -> KEYS <k1> <k2> ...   (sorted)
-    COUNT               -> COUNT <n>
-    INFO                -> INFO flowcoro=<version> loop=<class> backend=<name>
-    QUIT                -> BYE, then the server closes the connection
-
-Anything else gets ``ERR <reason>``; the connection stays open.
+========================  ==================================================
+``GET /``                 this list as an HTML page, with curl examples
+``GET /healthz``          ``{"status": "ok", "items": N, ...}``
+``GET /api/items``        ``{"items": [...], "count": N}``, ordered by id;
+                          ``?prefix=`` filters names, ``?limit=`` (1-1000,
+                          default 100) caps the list (400 if not a number)
+``POST /api/items``       ``{"name": str, "value": str}`` (value optional) ->
+                          201 with ``Location: /api/items/{id}`` and the item;
+                          409 if the name exists; 400 bad JSON; 422 bad fields
+``GET /api/items/{id}``   the item ``{"id", "name", "value"}``, or 404
+``PUT /api/items/{id}``   replace name and value -> 200 and the item; 404, 409
+``DELETE /api/items/{id}`` 204, or 404
+========================  ==================================================
 """
 import argparse
 import asyncio
 import concurrent.futures
+import html
+import json
 import signal
 import sqlite3
 import sys
 
 import flowcoro
+from flowcoro.http import HttpServer, Response
 
-__all__ = ["KVStore", "DemoServer", "serve", "main"]
+__all__ = ["ItemStore", "DuplicateName", "build_app", "serve", "build_parser", "run_demo", "main"]
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
-# Longest accepted command line; asyncio's StreamReader default (64 KiB).
-MAX_LINE = 64 * 1024
-# How long shutdown waits for connections to finish their goodbye.
+DEFAULT_PORT = 8080
+#: How long shutdown lets in-flight requests finish before cutting them.
 SHUTDOWN_GRACE_S = 5.0
+#: Request bodies are small JSON objects; anything larger is refused (413).
+MAX_BODY = 64 * 1024
+MAX_NAME = 200
+MAX_VALUE = 10_000
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
 
 
-class KVStore:
-    """A string -> string table in SQLite, used from the loop without blocking it.
+class DuplicateName(Exception):
+    """An item with that name exists already (the API answers 409)."""
+
+
+class ItemStore:
+    """The ``items`` table in SQLite, used from the loop without blocking it.
 
     Every SQLite call runs on one dedicated worker thread (sqlite3 objects
-    must stay on one thread; one writer also means no locking errors), and
-    the coroutine methods await it with ``loop.run_in_executor``.
+    must stay on the thread that made them), and the coroutine methods
+    await it with ``loop.run_in_executor``.  Open it with ``await
+    store.open()``, close it with ``await store.close()``.
 
     Args:
         path: an SQLite database file, or ``":memory:"``.
@@ -60,208 +83,295 @@ class KVStore:
 
     def __init__(self, path=":memory:"):
         self.path = path
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvstore")
+        self._pool = None
         self._db = None
-        self._pool.submit(self._open).result()
 
-    def _open(self):
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self._db.commit()
+    async def open(self):
+        """Start the store's thread and open (or create) the database."""
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="itemstore")
+        await self._call(self._q_open)
 
     async def _call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # The _q_* methods run on the store's thread, never on the loop's.
-    def _q_get(self, key):
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def _q_set(self, key, value):
-        self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+    def _q_open(self):
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS items ("
+                         "id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "name TEXT NOT NULL UNIQUE, value TEXT NOT NULL)")
         self._db.commit()
 
-    def _q_delete(self, key):
-        n = self._db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount
+    def _q_list(self, prefix, limit):
+        # Prefix match with substr(), not LIKE, whose wildcards would need escaping.
+        rows = self._db.execute(
+            "SELECT id, name, value FROM items WHERE substr(name, 1, ?) = ? ORDER BY id LIMIT ?",
+            (len(prefix), prefix, limit))
+        return [_item(r) for r in rows]
+
+    def _q_get(self, item_id):
+        row = self._db.execute("SELECT id, name, value FROM items WHERE id = ?",
+                               (item_id,)).fetchone()
+        return None if row is None else _item(row)
+
+    def _q_create(self, name, value):
+        try:
+            cur = self._db.execute("INSERT INTO items (name, value) VALUES (?, ?)", (name, value))
+        except sqlite3.IntegrityError:
+            raise DuplicateName(name) from None
+        self._db.commit()
+        return {"id": cur.lastrowid, "name": name, "value": value}
+
+    def _q_update(self, item_id, name, value):
+        try:
+            n = self._db.execute("UPDATE items SET name = ?, value = ? WHERE id = ?",
+                                 (name, value, item_id)).rowcount
+        except sqlite3.IntegrityError:
+            raise DuplicateName(name) from None
+        self._db.commit()
+        return {"id": item_id, "name": name, "value": value} if n else None
+
+    def _q_delete(self, item_id):
+        n = self._db.execute("DELETE FROM items WHERE id = ?", (item_id,)).rowcount
         self._db.commit()
         return n > 0
 
-    def _q_keys(self, prefix):
-        # Prefix match without LIKE, whose wildcards would need escaping.
-        rows = self._db.execute(
-            "SELECT key FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix))
-        return [r[0] for r in rows]
-
     def _q_count(self):
-        return self._db.execute("SELECT count(*) FROM kv").fetchone()[0]
+        return self._db.execute("SELECT count(*) FROM items").fetchone()[0]
 
     def _q_close(self):
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    async def get(self, key):
-        """Return the value stored under ``key``, or None."""
-        return await self._call(self._q_get, key)
+    async def list(self, prefix="", limit=DEFAULT_LIMIT):
+        """Items whose name starts with ``prefix``, by id, at most ``limit``."""
+        return await self._call(self._q_list, prefix, limit)
 
-    async def set(self, key, value):
-        """Store ``value`` under ``key`` (replacing any old value)."""
-        await self._call(self._q_set, key, value)
+    async def get(self, item_id):
+        """The item with ``item_id`` as a dict, or None."""
+        return await self._call(self._q_get, item_id)
 
-    async def delete(self, key):
-        """Delete ``key``; return True if it existed."""
-        return await self._call(self._q_delete, key)
+    async def create(self, name, value=""):
+        """Insert an item; return it (with its new id).  Raises DuplicateName."""
+        return await self._call(self._q_create, name, value)
 
-    async def keys(self, prefix=""):
-        """Return the keys starting with ``prefix``, sorted."""
-        return await self._call(self._q_keys, prefix)
+    async def update(self, item_id, name, value=""):
+        """Replace an item's fields; return it, or None if there is no such id.
+        Raises DuplicateName."""
+        return await self._call(self._q_update, item_id, name, value)
+
+    async def delete(self, item_id):
+        """Delete an item; return True if it existed."""
+        return await self._call(self._q_delete, item_id)
 
     async def count(self):
-        """Return the number of keys."""
+        """The number of items."""
         return await self._call(self._q_count)
 
-    def close(self):
-        """Close the database and stop the worker thread (blocking; idempotent)."""
+    async def close(self):
+        """Close the database and let the store's thread end (idempotent)."""
         if self._pool is None:
             return
-        self._pool.submit(self._q_close).result()
-        self._pool.shutdown(wait=True)
-        self._pool = None
+        pool, self._pool = self._pool, None
+        try:
+            await asyncio.get_running_loop().run_in_executor(pool, self._q_close)
+        finally:
+            pool.shutdown(wait=False)
 
 
-class DemoServer:
-    """The key-value line protocol over asyncio streams.
+def _item(row):
+    return {"id": row[0], "name": row[1], "value": row[2]}
+
+
+def _error(status, message):
+    return Response.json({"error": message}, status)
+
+
+class _Invalid(Exception):
+    """A request the API refuses: carries the status and the message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+async def _item_fields(request):
+    """(name, value) from a JSON body; raises _Invalid (400 or 422)."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:       # also UnicodeDecodeError
+        raise _Invalid(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _Invalid(422, "the body must be a JSON object")
+    unknown = sorted(set(data) - {"name", "value"})
+    if unknown:
+        raise _Invalid(422, f"unknown field(s): {', '.join(unknown)}")
+    name = data.get("name")
+    value = data.get("value", "")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise _Invalid(422, f"name must be a non-empty string of at most {MAX_NAME} characters")
+    if not isinstance(value, str) or len(value) > MAX_VALUE:
+        raise _Invalid(422, f"value must be a string of at most {MAX_VALUE} characters")
+    return name, value
+
+
+INDEX_ENDPOINTS = [
+    ("GET", "/healthz", "health and item count", "curl {base}/healthz"),
+    ("GET", "/api/items", "list items (?prefix=, ?limit=)", "curl '{base}/api/items?prefix=ap&limit=10'"),
+    ("POST", "/api/items", "create an item: 201 and Location",
+     "curl -i -X POST {base}/api/items -d '{{\"name\": \"apple\", \"value\": \"red\"}}'"),
+    ("GET", "/api/items/{id}", "read one item", "curl {base}/api/items/1"),
+    ("PUT", "/api/items/{id}", "replace an item",
+     "curl -X PUT {base}/api/items/1 -d '{{\"name\": \"apple\", \"value\": \"green\"}}'"),
+    ("DELETE", "/api/items/{id}", "delete an item: 204", "curl -i -X DELETE {base}/api/items/1"),
+]
+
+
+def _index_page(base):
+    rows = "\n".join(
+        f"<tr><td><code>{m}</code></td><td><code>{html.escape(p)}</code></td>"
+        f"<td>{html.escape(what)}</td><td><code>{html.escape(curl.format(base=base))}</code></td></tr>"
+        for m, p, what, curl in INDEX_ENDPOINTS)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>FlowCoro demo</title></head>
+<body>
+<h1>FlowCoro demo</h1>
+<p>A small REST API over SQLite, served by <code>flowcoro.http.HttpServer</code>
+(FlowCoro {html.escape(flowcoro.__version__)}). JSON in, JSON out.</p>
+<table border="1" cellpadding="4">
+<tr><th>method</th><th>path</th><th>what</th><th>try it</th></tr>
+{rows}
+</table>
+</body></html>
+"""
+
+
+def build_app(store, *, access_log=True):
+    """The demo's :class:`HttpServer`: the routes above over ``store``.
 
     Args:
-        store: the :class:`KVStore` behind the commands.
+        store: an opened :class:`ItemStore`.
+        access_log: print one line per routed request (method, path, status).
     """
+    app = HttpServer(max_body=MAX_BODY)
 
-    def __init__(self, store):
-        self.store = store
-        self._clients = set()   # handler tasks of open connections
-        self._closing = False
+    if access_log:
+        @app.middleware(kind="after")
+        async def log_request(request, response):
+            # print() of one short line: the terminal the demo runs in is
+            # fast enough that this does not hold the loop up noticeably.
+            print(f"{request.method} {request.path} {response.status}", flush=True)
+            return response
 
-    async def handle(self, reader, writer):
-        """Serve one connection until QUIT, EOF, or server shutdown."""
-        task = asyncio.current_task()
-        self._clients.add(task)
+    @app.get("/")
+    async def index(request):
+        host = request.headers.get("host") or "127.0.0.1:8080"
+        return Response(_index_page(f"http://{host}"), content_type="text/html; charset=utf-8")
+
+    @app.get("/healthz")
+    async def healthz(request):
+        loop = asyncio.get_running_loop()
+        return {"status": "ok", "items": await store.count(), "flowcoro": flowcoro.__version__,
+                "loop": type(loop).__name__, "backend": getattr(loop, "backend", "-")}
+
+    @app.get("/api/items")
+    async def list_items(request):
+        q = request.query
         try:
-            while not self._closing:
-                try:
-                    line = await reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
-                    break               # EOF (possibly after a partial line)
-                except asyncio.LimitOverrunError:
-                    writer.write(b"ERR line too long\n")
-                    break
-                reply, keep = await self.execute(line.decode("utf-8", "replace").rstrip("\r\n"))
-                writer.write(reply.encode() + b"\n")
-                await writer.drain()
-                if not keep:
-                    break
-        except asyncio.CancelledError:
-            # Shutdown: say goodbye, then let the connection close below.
-            if not writer.is_closing():
-                writer.write(b"BYE server shutting down\n")
-        except ConnectionError:
-            pass                        # the peer went away
-        finally:
-            self._clients.discard(task)
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
+            limit = int(q.get("limit", DEFAULT_LIMIT))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        if not 1 <= limit <= MAX_LIMIT:
+            return _error(400, f"limit must be between 1 and {MAX_LIMIT}")
+        items = await store.list(q.get("prefix", ""), limit)
+        return {"items": items, "count": len(items)}
 
-    async def execute(self, line):
-        """Run one command line; return ``(reply, keep_connection_open)``."""
-        cmd, _, rest = line.strip().partition(" ")
-        cmd = cmd.upper()
-        rest = rest.strip()
-        if cmd == "PING":
-            return "PONG", True
-        if cmd == "ECHO":
-            return rest, True
-        if cmd == "SET":
-            key, _, value = rest.partition(" ")
-            if not key or not value:
-                return "ERR usage: SET <key> <value>", True
-            await self.store.set(key, value)
-            return "OK", True
-        if cmd == "GET":
-            if not rest or " " in rest:
-                return "ERR usage: GET <key>", True
-            value = await self.store.get(rest)
-            return ("NIL" if value is None else f"VALUE {value}"), True
-        if cmd == "DEL":
-            if not rest or " " in rest:
-                return "ERR usage: DEL <key>", True
-            return f"DELETED {int(await self.store.delete(rest))}", True
-        if cmd == "KEYS":
-            return " ".join(["KEYS"] + await self.store.keys(rest)), True
-        if cmd == "COUNT":
-            return f"COUNT {await self.store.count()}", True
-        if cmd == "INFO":
-            loop = asyncio.get_running_loop()
-            backend = getattr(loop, "backend", "-")
-            return (f"INFO flowcoro={flowcoro.__version__} loop={type(loop).__name__} "
-                    f"backend={backend}"), True
-        if cmd == "QUIT":
-            return "BYE", False
-        if not cmd:
-            return "ERR empty command", True
-        return f"ERR unknown command {cmd!r}", True
+    @app.post("/api/items")
+    async def create_item(request):
+        try:
+            name, value = await _item_fields(request)
+            item = await store.create(name, value)
+        except _Invalid as exc:
+            return _error(exc.status, str(exc))
+        except DuplicateName:
+            return _error(409, f"an item named {name!r} exists")
+        return Response.json(item, 201, [("location", f"/api/items/{item['id']}")])
 
-    async def close_clients(self, timeout=SHUTDOWN_GRACE_S):
-        """Cancel every connection handler (each says BYE) and wait for them."""
-        self._closing = True
-        tasks = list(self._clients)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+    @app.get("/api/items/{id:int}")
+    async def get_item(request):
+        item = await store.get(request.path_params["id"])
+        return item if item is not None else _error(404, "no such item")
+
+    @app.put("/api/items/{id:int}")
+    async def put_item(request):
+        try:
+            name, value = await _item_fields(request)
+            item = await store.update(request.path_params["id"], name, value)
+        except _Invalid as exc:
+            return _error(exc.status, str(exc))
+        except DuplicateName:
+            return _error(409, f"an item named {name!r} exists")
+        return item if item is not None else _error(404, "no such item")
+
+    @app.delete("/api/items/{id:int}")
+    async def delete_item(request):
+        if await store.delete(request.path_params["id"]):
+            return None                 # 204 No Content
+        return _error(404, "no such item")
+
+    return app
 
 
 async def serve(host=DEFAULT_HOST, port=DEFAULT_PORT, db=":memory:", *, ready=None):
-    """Run the demo service until cancelled (Ctrl-C / SIGTERM), then shut down cleanly.
+    """Run the demo service until SIGINT or SIGTERM, then shut down cleanly.
 
     Args:
         host: address to listen on.
         port: TCP port; 0 picks a free one (the banner says which).
         db: SQLite database path, ``":memory:"`` by default.
         ready: optional callable, called with the bound ``(host, port)``.
+
+    Raises:
+        OSError: the address cannot be bound (e.g. the port is taken).
     """
     loop = asyncio.get_running_loop()
-    store = KVStore(db)
-    app = DemoServer(store)
-    server = await asyncio.start_server(app.handle, host, port, limit=MAX_LINE)
-    bound = server.sockets[0].getsockname()[:2]
-    main_task = asyncio.current_task()
+    store = ItemStore(db)
+    await store.open()
+    app = build_app(store)
+    stop = asyncio.Event()
+    installed = []
+
+    def on_signal(signum):
+        # The first signal starts the graceful shutdown; the handlers are
+        # removed so that a second Ctrl-C interrupts it (KeyboardInterrupt).
+        for s in installed:
+            loop.remove_signal_handler(s)
+        installed.clear()
+        stop.set()
+
     try:
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
-    except (NotImplementedError, RuntimeError, ValueError):
-        pass                            # not the main thread, or no signals here
-    print(f"flowcoro demo listening on {bound[0]}:{bound[1]} "
-          f"(loop={type(loop).__name__}, backend={getattr(loop, 'backend', '-')}, db={db}); "
-          f"Ctrl-C stops it", flush=True)
-    if ready is not None:
-        ready(bound)
-    try:
-        await asyncio.Event().wait()    # serve until cancelled
-    except asyncio.CancelledError:
+        await app.listen(host, port)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(s, on_signal, s)
+                installed.append(s)
+            except (NotImplementedError, RuntimeError, ValueError):   # pragma: no cover
+                pass                    # not the main thread, or no signals here
+        bound = app.sockets[0].getsockname()[:2]
+        print(f"flowcoro demo listening on http://{bound[0]}:{bound[1]}/ "
+              f"(loop={type(loop).__name__}, backend={getattr(loop, 'backend', '-')}, db={db}); "
+              f"Ctrl-C stops it", flush=True)
+        if ready is not None:
+            ready(bound)
+        await stop.wait()
         print("flowcoro demo: shutting down", flush=True)
+        await app.stop(grace=SHUTDOWN_GRACE_S)
     finally:
-        server.close()                  # stop accepting
-        await app.close_clients()
-        try:
-            await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE_S)
-        except asyncio.TimeoutError:
-            pass
-        try:
-            loop.remove_signal_handler(signal.SIGTERM)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-        await loop.run_in_executor(None, store.close)
+        for s in installed:
+            loop.remove_signal_handler(s)
+        await store.close()
     print("flowcoro demo: stopped", flush=True)
 
 
@@ -269,7 +379,8 @@ def build_parser(parser=None):
     """Add the demo's options (``--host``, ``--port``, ``--db``) to ``parser``."""
     if parser is None:
         parser = argparse.ArgumentParser(prog="flowcoro demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"TCP port, 0 for any free one (default {DEFAULT_PORT})")
     parser.add_argument("--db", default=":memory:",
@@ -284,7 +395,7 @@ def run_demo(args):
     except KeyboardInterrupt:           # a second Ctrl-C during shutdown
         return 130
     except OSError as exc:              # e.g. the port is taken
-        print(f"flowcoro demo: {exc}", file=sys.stderr)
+        print(f"flowcoro demo: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     return 0
 

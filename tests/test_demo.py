@@ -1,11 +1,16 @@
 """The demo service, the CLI and the examples, run as a user runs them.
 
 Each test starts a real process (``python -m flowcoro ...`` or
-``python examples/X.py``) and talks to it over TCP, so what is tested is the
-whole path: argument parsing, the loop, asyncio streams on our transport,
-run_in_executor on SQLite, and shutdown on SIGINT / SIGTERM.
+``python examples/X.py``) and talks to it over HTTP or TCP, so what is
+tested is the whole path: argument parsing, the loop, FlowCoro's HTTP server,
+run_in_executor on SQLite, and shutdown on SIGINT / SIGTERM.  coverage.py
+measures those processes too ([tool.coverage.run] patch = ["subprocess"]);
+they are stopped with a signal, never killed, so that their data is saved.
 """
+import asyncio
 import contextlib
+import http.client
+import json
 import os
 import re
 import signal
@@ -23,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 # The subprocesses import the same flowcoro as this test run.
 PKG_PARENT = str(Path(flowcoro.__file__).resolve().parent.parent)
-BANNER = re.compile(r"listening on ([\d.]+):(\d+)")
+BANNER = re.compile(r"listening on http://([\d.]+):(\d+)/")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -65,24 +70,28 @@ def _wait_banner(proc):
     pytest.fail(f"no banner; output:\n{''.join(lines)}{rest}")
 
 
-class Client:
-    """A blocking line client: ``ask(cmd)`` sends one line, returns one reply line."""
+class Api:
+    """A blocking HTTP/1.1 client on one keep-alive connection (http.client)."""
 
     def __init__(self, host, port):
-        self.sock = socket.create_connection((host, port), timeout=10)
-        self.f = self.sock.makefile("rwb")
+        self.conn = http.client.HTTPConnection(host, port, timeout=10)
 
-    def ask(self, line):
-        self.f.write(line.encode() + b"\n")
-        self.f.flush()
-        return self.readline()
-
-    def readline(self):
-        return self.f.readline().decode().rstrip("\n")
+    def call(self, method, path, body=None, headers=None):
+        """Send one request; return (status, headers dict, body: JSON, str or None)."""
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        self.conn.request(method, path, body=body, headers=headers or {})
+        r = self.conn.getresponse()
+        raw = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        if raw and hdrs.get("content-type", "").startswith("application/json"):
+            data = json.loads(raw)
+        else:
+            data = raw.decode() if raw else None
+        return r.status, hdrs, data
 
     def close(self):
-        self.f.close()
-        self.sock.close()
+        self.conn.close()
 
 
 @contextlib.contextmanager
@@ -119,69 +128,125 @@ def _stop(proc, sig=signal.SIGINT):
     return proc.returncode, out
 
 
-def test_demo_answers_every_command(demo):
+def test_demo_rest_api(demo):
     proc, host, port = demo
-    c = Client(host, port)
+    api = Api(host, port)
     try:
-        assert c.ask("PING") == "PONG"
-        assert c.ask("ECHO hello there") == "hello there"
-        assert c.ask("GET missing") == "NIL"
-        assert c.ask("SET greeting hello, world") == "OK"
-        assert c.ask("GET greeting") == "VALUE hello, world"
-        assert c.ask("set Greeting2 lower-case command") == "OK"
-        assert c.ask("SET a:1 x") == "OK"
-        assert c.ask("KEYS") == "KEYS Greeting2 a:1 greeting"
-        assert c.ask("KEYS gr") == "KEYS greeting"
-        assert c.ask("KEYS %") == "KEYS"        # no LIKE wildcard leak
-        assert c.ask("COUNT") == "COUNT 3"
-        assert c.ask("DEL a:1") == "DELETED 1"
-        assert c.ask("DEL a:1") == "DELETED 0"
-        assert c.ask("COUNT") == "COUNT 2"
-        info = c.ask("INFO")
-        assert info.startswith(f"INFO flowcoro={flowcoro.__version__} loop=Loop backend="), info
-        assert c.ask("NOPE") == "ERR unknown command 'NOPE'"
-        assert c.ask("SET onlykey") == "ERR usage: SET <key> <value>"
-        assert c.ask("") == "ERR empty command"
-        assert c.ask("PING") == "PONG"          # errors keep the connection open
-        assert c.ask("QUIT") == "BYE"
-        assert c.f.readline() == b""            # and QUIT closes it
+        # The index page lists the endpoints, with curl lines for this host.
+        status, hdrs, page = api.call("GET", "/")
+        assert status == 200 and hdrs["content-type"].startswith("text/html")
+        for path in ("/healthz", "/api/items", "/api/items/{id}"):
+            assert f"<code>{path}</code>" in page
+        assert f"curl http://{host}:{port}/healthz" in page
+        status, _, health = api.call("GET", "/healthz")
+        assert status == 200
+        assert health["status"] == "ok" and health["items"] == 0
+        assert health["flowcoro"] == flowcoro.__version__ and health["loop"] == "Loop"
+
+        # Create: 201, Location, the item with its id.
+        status, hdrs, item = api.call("POST", "/api/items", {"name": "apple", "value": "red"})
+        assert status == 201, item
+        assert item == {"id": item["id"], "name": "apple", "value": "red"}
+        assert hdrs["location"] == f"/api/items/{item['id']}"
+        apple = item["id"]
+        status, _, item = api.call("POST", "/api/items", {"name": "apricot"})
+        assert status == 201 and item["value"] == ""
+        apricot = item["id"]
+        assert api.call("POST", "/api/items", {"name": "banana", "value": "yellow"})[0] == 201
+        assert api.call("POST", "/api/items", {"name": "100%", "value": "wild"})[0] == 201
+
+        # Read one, list, filter, limit.
+        status, _, item = api.call("GET", f"/api/items/{apricot}")
+        assert (status, item) == (200, {"id": apricot, "name": "apricot", "value": ""})
+        assert api.call("GET", hdrs["location"])[2]["name"] == "apple"
+        status, _, listing = api.call("GET", "/api/items")
+        assert status == 200 and listing["count"] == 4
+        assert [i["name"] for i in listing["items"]] == ["apple", "apricot", "banana", "100%"]
+        assert [i["name"] for i in api.call("GET", "/api/items?prefix=ap")[2]["items"]] == [
+            "apple", "apricot"]
+        assert api.call("GET", "/api/items?prefix=%25")[2]["count"] == 0    # no LIKE wildcard leak
+        assert [i["name"] for i in api.call("GET", "/api/items?limit=1")[2]["items"]] == ["apple"]
+        assert api.call("GET", "/api/items?limit=many")[0] == 400
+        assert api.call("GET", "/api/items?limit=0")[0] == 400
+
+        # Update, conflicts, validation.
+        status, _, item = api.call("PUT", f"/api/items/{apple}", {"name": "apple", "value": "green"})
+        assert (status, item) == (200, {"id": apple, "name": "apple", "value": "green"})
+        status, _, err = api.call("PUT", f"/api/items/{apple}", {"name": "banana"})
+        assert status == 409 and "banana" in err["error"]
+        assert api.call("POST", "/api/items", {"name": "apple"})[0] == 409
+        assert api.call("PUT", "/api/items/9999", {"name": "ghost"})[0] == 404
+        status, _, err = api.call("POST", "/api/items", "{not json")
+        assert status == 400 and "not JSON" in err["error"]
+        assert api.call("PUT", f"/api/items/{apple}", b"\xff\xfe")[0] == 400
+        for bad in ([1, 2], {"name": ""}, {"name": 5}, {"value": "no name"},
+                    {"name": "x", "value": 3}, {"name": "x", "colour": "red"},
+                    {"name": "n" * 201}):
+            status, _, err = api.call("POST", "/api/items", bad)
+            assert status == 422, (bad, status, err)
+            assert err["error"]
+        assert api.call("POST", "/api/items", "x" * (64 * 1024 + 1))[0] == 413
+        api.close()
+        api = Api(host, port)               # 413 closes its connection
+
+        # Delete, then it is gone; unknown ids, paths and methods.
+        status, _, body = api.call("DELETE", f"/api/items/{apple}")
+        assert (status, body) == (204, None)
+        assert api.call("DELETE", f"/api/items/{apple}")[0] == 404
+        status, _, err = api.call("GET", f"/api/items/{apple}")
+        assert status == 404 and err == {"error": "no such item"}
+        assert api.call("GET", "/api/items/not-a-number")[0] == 404
+        assert api.call("GET", "/nowhere")[0] == 404
+        status, hdrs, _ = api.call("PATCH", f"/api/items/{apricot}")
+        assert status == 405 and "PUT" in hdrs["allow"]
+        status, hdrs, body = api.call("HEAD", f"/api/items/{apricot}")
+        assert status == 200 and body is None and int(hdrs["content-length"]) > 0
+        assert api.call("GET", "/healthz")[2]["items"] == 3
     finally:
-        c.close()
+        api.close()
     rc, out = _stop(proc)
     assert rc == 0, out
-    assert "stopped" in out
+    assert "POST /api/items 201" in out and "DELETE /api/items/" in out   # the access log
+    assert "stopped" in out and "Traceback" not in out
 
 
 def test_demo_serves_clients_concurrently(demo):
+    import httpx
+
     proc, host, port = demo
-    clients = [Client(host, port) for _ in range(20)]
-    try:
-        # Interleave: every client has an open connection while the others talk.
-        for i, c in enumerate(clients):
-            assert c.ask(f"SET k{i:02d} v{i}") == "OK"
-        for i, c in enumerate(reversed(clients)):
-            assert c.ask(f"GET k{19 - i:02d}") == f"VALUE v{19 - i}"
-        assert clients[0].ask("COUNT") == "COUNT 20"
-    finally:
-        for c in clients:
-            c.close()
+
+    async def main():
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", limits=limits,
+                                     timeout=10) as c:
+            created = await asyncio.gather(*(
+                c.post("/api/items", json={"name": f"k{i:02d}", "value": f"v{i}"})
+                for i in range(40)))
+            assert all(r.status_code == 201 for r in created)
+            ids = {r.json()["id"] for r in created}
+            assert len(ids) == 40
+            got = await asyncio.gather(*(c.get(f"/api/items/{i}") for i in ids))
+            assert sorted(r.json()["value"] for r in got) == sorted(f"v{i}" for i in range(40))
+            assert (await c.get("/api/items", params={"prefix": "k"})).json()["count"] == 40
+
+    asyncio.run(main())
     assert _stop(proc)[0] == 0
 
 
 def test_demo_sigint_shuts_down_gracefully_with_clients_connected(demo):
     proc, host, port = demo
-    c1, c2 = Client(host, port), Client(host, port)
+    a, b = Api(host, port), Api(host, port)
     try:
-        assert c1.ask("SET x 1") == "OK"
-        assert c2.ask("PING") == "PONG"
+        assert a.call("POST", "/api/items", {"name": "x"})[0] == 201
+        assert b.call("GET", "/healthz")[0] == 200
+        # Both connections are idle keep-alive ones now: shutdown closes them.
         rc, out = _stop(proc, signal.SIGINT)
-        # Connected clients are told, then closed; nothing is left hanging.
-        assert c1.readline() == "BYE server shutting down"
-        assert c2.readline() == "BYE server shutting down"
-        assert c1.f.readline() == b""
+        for api in (a, b):
+            with pytest.raises((http.client.HTTPException, ConnectionError)):
+                api.call("GET", "/healthz")
     finally:
-        c1.close()
-        c2.close()
+        a.close()
+        b.close()
     assert rc == 0, out
     assert "Traceback" not in out, out
     assert "shutting down" in out and "stopped" in out
@@ -189,25 +254,48 @@ def test_demo_sigint_shuts_down_gracefully_with_clients_connected(demo):
         socket.create_connection((host, port), timeout=2).close()
 
 
-def test_demo_sigterm_shuts_down_too(demo):
+@pytest.mark.xfail(strict=True, reason=(
+    "HttpServer bug: a graceful stop pauses reading on every connection, so a request "
+    "whose body is still arriving cannot finish and is aborted after the grace period"))
+def test_demo_sigterm_finishes_the_request_in_flight(demo):
     proc, host, port = demo
+    # A request whose body is still arriving when SIGTERM comes is answered
+    # (graceful drain), with "connection: close"; then the process exits 0.
+    body = json.dumps({"name": "late", "value": "arrives after the signal"}).encode()
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"POST /api/items HTTP/1.1\r\nHost: demo\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:5])
+        time.sleep(0.1)                 # the handler is waiting for the rest
+        proc.send_signal(signal.SIGTERM)
+        assert "shutting down" in proc.stdout.readline()
+        s.sendall(body[5:])
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 201 Created\r\n"), reply
+    assert b"connection: close" in reply.lower()
+    assert reply.endswith(b'"name":"late","value":"arrives after the signal"}')
     rc, out = _stop(proc, signal.SIGTERM)
     assert rc == 0, out
     assert "stopped" in out and "Traceback" not in out
 
 
 def test_demo_db_file_persists_across_restarts(tmp_path):
-    db = tmp_path / "kv.sqlite3"
+    db = tmp_path / "items.sqlite3"
     for round_ in range(2):
         with _running(["examples/demo.py", "--port", "0", "--db", str(db)]) as (proc, host, port):
-            c = Client(host, port)
+            api = Api(host, port)
             try:
                 if round_ == 0:
-                    assert c.ask("SET survivor yes") == "OK"
+                    assert api.call("POST", "/api/items", {"name": "survivor", "value": "yes"})[0] == 201
                 else:
-                    assert c.ask("GET survivor") == "VALUE yes"
+                    items = api.call("GET", "/api/items")[2]["items"]
+                    assert [(i["name"], i["value"]) for i in items] == [("survivor", "yes")]
             finally:
-                c.close()
+                api.close()
             assert _stop(proc)[0] == 0
 
 
@@ -219,7 +307,21 @@ def test_demo_port_in_use_is_a_clean_error():
         r = subprocess.run([sys.executable, "-m", "flowcoro", "demo", "--port", str(port)],
                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r
-    assert "Traceback" not in r.stderr and "flowcoro demo:" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert f"flowcoro demo: cannot serve on 127.0.0.1:{port}" in r.stderr, r.stderr
+
+
+def test_demo_second_sigint_during_shutdown_exits_130(tmp_path):
+    # A request in flight keeps the graceful drain waiting; a second Ctrl-C
+    # does not wait for it.
+    with _running(["-m", "flowcoro", "demo", "--port", "0"]) as (proc, host, port):
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"POST /api/items HTTP/1.1\r\nHost: demo\r\nContent-Length: 10\r\n\r\n{")
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            assert "shutting down" in proc.stdout.readline()
+            rc, out = _stop(proc, signal.SIGINT)
+    assert rc == 130, out
 
 
 def test_cli_version_and_info():
