@@ -490,6 +490,15 @@ class Response:
         if conn is not None:
             self._client._discard(conn)
 
+    def __del__(self):
+        # A streamed response dropped without aclose(): free its pool slot
+        # (its connection is mid-body, so it is closed, never reused).
+        if self._conn is not None:
+            try:
+                self._abort()
+            except Exception:  # pragma: no cover - loop already closed at exit
+                pass
+
     async def aclose(self):
         """Release the connection; an unread body closes it (not reused)."""
         if self._conn is not None:

@@ -206,3 +206,57 @@ def test_closing_client_fails_pool_waiters():
                 await held.read()             # a lent connection finishes its response
             assert c.idle_connections() == 0
     flowcoro.run(main())
+
+
+def test_pool_bookkeeping_under_cancellation_and_abandonment(loop):
+    # Many requests against a server that mixes keep-alive, Connection: close,
+    # slow answers and dropped connections, with random cancellations and
+    # streamed responses dropped unread: afterwards every slot is accounted
+    # for (open == idle) and the client still works.
+    import gc
+    import random
+    rnd = random.Random(4)
+
+    async def handler(reader, writer, srv):
+        while True:
+            req = await srv.read_request(reader)
+            if req is None:
+                return
+            mode = req[0].split()[1]
+            if mode == "/drop":
+                writer.transport.abort()
+                return
+            if mode == "/slow":
+                await asyncio.sleep(0.01)
+            extra = "Connection: close\r\n" if mode == "/close" else ""
+            writer.write(ok(b"y" * 3000, extra))
+            await writer.drain()
+            if extra:
+                return
+
+    async def main():
+        async with RawServer(handler) as srv, HttpClient(srv.url, max_connections_per_host=4,
+                                                         timeout=Timeout(pool=5)) as c:
+            key = c._target("/").key
+
+            async def one(i):
+                path = rnd.choice(["/", "/", "/slow", "/close", "/drop"])
+                try:
+                    if i % 5 == 0:
+                        r = await c.stream("GET", path).__aenter__()
+                        del r                 # dropped unread
+                    else:
+                        await c.get(path)
+                except HttpConnectionError:
+                    pass
+
+            tasks = [asyncio.ensure_future(one(i)) for i in range(120)]
+            for _ in range(15):
+                await asyncio.sleep(0.003)
+                rnd.choice(tasks).cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            gc.collect()
+            assert c._pool.open.get(key, 0) == c.idle_connections() <= 4
+            assert not c._pool.waiters.get(key)
+            assert (await c.get("/")).content == b"y" * 3000
+    run(loop, main())
