@@ -187,7 +187,7 @@ class Headers:
         return (self._lower == other._lower
                 and [v for _, v in self._items] == [v for _, v in other._items])
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable
 
     def __repr__(self):
         """``Headers([('name', 'value'), ...])``."""

@@ -162,7 +162,7 @@ class Timeout:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable
 
     def __repr__(self):
         """``Timeout(connect=..., read=..., total=..., write=..., pool=...)``."""
