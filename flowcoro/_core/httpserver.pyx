@@ -75,6 +75,8 @@ DEF DL_IDLE = 1       # keep-alive idle: close silently
 DEF DL_HEAD = 2       # request head in progress: 408, close
 DEF DL_BODY = 3       # body read idle: 408, close
 DEF DL_WRITE = 4      # peer not reading our response: abort
+DEF DL_LINGER = 5     # lingering close after an error: close
+DEF LINGER_SECONDS = 2.0
 
 cdef dict REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
@@ -1131,6 +1133,7 @@ cdef class HttpConnection:
     cdef object pending_error    # (status, message) to answer once the queue drains
     cdef object disconnected     # Future set by connection_lost, made on demand
     cdef bint dispatching        # inside _run_queue(): handlers start there only
+    cdef bint linger             # close by half-closing and draining (after an error)
     cdef object base_context     # context at connection_made; handlers run in copies
 
     def __cinit__(self, ServerState server):
@@ -1189,6 +1192,9 @@ cdef class HttpConnection:
     def eof_received(self):
         """The client finished sending: answer what was received, then close."""
         cdef fc_http_event_t ev
+        if self.upgraded is not None and self.deadline_kind == DL_LINGER:
+            self._close()
+            return True
         if self.reading is not None and not self.reading.complete:
             # A body cut short.
             self.reading._end(ConnectionResetError("the client closed mid-body"))
@@ -1245,6 +1251,8 @@ cdef class HttpConnection:
             return
         if kind == DL_WRITE:
             self._abort()
+        elif kind == DL_LINGER:
+            self._close()
         elif kind == DL_BODY and self.reading is not None and self.reading is self.active \
                 and self.task is not None:
             # The handler waits for the body: its read fails with 408, which
@@ -1349,7 +1357,7 @@ cdef class HttpConnection:
         deadline (total, set once per head), body -> body idle (renewed per
         piece), nothing owed -> keep-alive idle, else none."""
         cdef int kind = self.deadline_kind
-        if kind == DL_WRITE or self.closed:
+        if kind == DL_WRITE or kind == DL_LINGER or self.closed:
             return
         if self.reading is not None and not self.reading.complete:
             if kind != DL_BODY:
@@ -1437,15 +1445,30 @@ cdef class HttpConnection:
         cdef int code = fc_http_error_status(p.error) if status == FC_HTTP_EPARSE else 500
         msg = fc_http_error_message(p.error).decode("ascii") if status == FC_HTTP_EPARSE \
             else "out of memory"
-        if self.reading is not None:
-            self.reading._end(ConnectionResetError(f"malformed request: {msg}"))
-            self.reading = None
-        # Requests parsed before the bad bytes are answered first; the error
-        # answer goes last, then the connection closes (nothing after the
-        # bad bytes is ever read as a request).
+        cdef Request r = self.reading
+        if self.close_after:
+            # "connection: close" is already on its way: bytes after the
+            # last request (data_after_close) get no answer of their own.
+            self.stopping = True
+            self.linger = True
+            self._pause_reading()
+            self._close_when_flushed()
+            return
+        # Nothing after the bad bytes is ever read as a request; requests
+        # parsed before them are answered first, then the error, then close.
         self.stopping = True
+        self.linger = True
         self._pause_reading()
-        if self.active is None:
+        self.reading = None
+        if r is not None and not r.complete:
+            if r is self.active and not r.discard:
+                # Its handler is reading the body: the read fails with the
+                # status, which is what the handler answers (uncaught).
+                r._end(HttpException(code, msg))
+                return
+            if r in self.queue and r is not self.active:
+                self.queue.remove(r)
+        if self.active is None and not self.queue:
             self._write_error(code, msg, True)
             self._close_when_flushed()
         else:
@@ -1585,7 +1608,8 @@ cdef class HttpConnection:
             self._write_head(req, resp, len(resp.body), False)
         except HttpHeaderError as exc:
             log.error("response to %s %s refused: %s", req.method, req.path, exc)
-            self._write_error(500, "Internal Server Error", False)
+            self._write_error(500, "", not req.keep_alive
+                              or self.stopping and len(self.queue) <= 1)
         else:
             if req.method != "HEAD" and len(resp.body):
                 self.out += resp.body
@@ -1796,8 +1820,24 @@ cdef class HttpConnection:
         if not self.in_feed:
             self._flush()
 
+    def _discard(self, data):
+        """Lingering close: input after an error answer is read and dropped."""
+
     cdef _close(self):
         if self.transport is not None and not self.closed:
+            if self.linger and self.transport.can_write_eof():
+                # Lingering close (as nginx does): closing a socket with
+                # unread input makes the kernel send RST, which can destroy
+                # our error answer before the client reads it.  Half-close,
+                # drop what still comes, close at EOF or after a moment.
+                self.linger = False
+                self.upgraded = self._discard
+                self.transport.write_eof()
+                self.reading_paused = False
+                self.transport.resume_reading()
+                self.deadline_kind = DL_LINGER
+                self.deadline = self.server.now + LINGER_SECONDS
+                return
             self.closed = True
             self.deadline_kind = DL_NONE
             self.transport.close()

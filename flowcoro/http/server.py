@@ -308,22 +308,24 @@ class HttpServer:
     _paused = False
 
     def _on_count(self, n):
-        # Accept backpressure: stop accepting at max_connections, resume
-        # below it.  Uses the selector loop's accept hooks (FlowCoro's and
-        # asyncio's); where they are missing, connections are not limited.
+        # Accept backpressure: stop accepting at max_connections (the
+        # listening sockets leave the reactor; newcomers wait in the kernel
+        # backlog), resume below it through asyncio.Server._start_serving()
+        # (FlowCoro's and asyncio's selector loops); where that hook is
+        # missing (another loop), connections are not limited.
         limit = self.settings["max_connections"]
         if n >= limit and not self._paused:
             for srv in self._servers:
-                loop = srv.get_loop()
-                if hasattr(loop, "_stop_serving"):
+                if hasattr(srv, "_start_serving") and srv.is_serving():
+                    loop = srv.get_loop()
                     for sock in srv.sockets:
-                        loop._stop_serving(sock)
+                        loop.remove_reader(sock.fileno())
                     srv._serving = False
             self._paused = True
         elif n < limit and self._paused and (self._state is None or not self._state.closing):
             self._paused = False
             for srv in self._servers:
-                if srv.is_serving() is False and hasattr(srv, "_start_serving"):
+                if not srv.is_serving() and hasattr(srv, "_start_serving") and srv.sockets:
                     srv._start_serving()
 
     async def serve_forever(self):
