@@ -9,6 +9,7 @@ subject once, in a rotated order, each client in a fresh subprocess:
 
   redis-benchmark -c 50 -t set,get      the C ceiling for 50 concurrent clients
   redis-benchmark -c 50 -P 16           ... pipelined
+  redis-benchmark -c 1 (GET)            the C ceiling for sequential calls
   flowcoro on the flowcoro loop         our client
   flowcoro on uvloop                    our client on uvloop (if installed)
   redis-py on uvloop / asyncio          the anchor (hiredis parser)
@@ -133,15 +134,18 @@ def pin(cpu):
     return []
 
 
-def redis_benchmark(port, pipeline):
-    cmd = pin(1) + ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", "200000",
-                    "-c", "50", "-P", str(pipeline), "-q", "--csv"]
+def redis_benchmark(port, pipeline, clients=50):
+    n = "200000" if clients > 1 else "30000"
+    cmd = pin(1) + ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", n,
+                    "-c", str(clients), "-P", str(pipeline), "-q", "--csv"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     vals = {}
     for line in out.splitlines():
         parts = [p.strip('"') for p in line.split(",")]
         if parts[0] in ("SET", "GET"):
             vals[parts[0]] = float(parts[1])
+    if clients == 1:
+        return {"seq_get": vals["GET"]}
     return {"conc50": (vals["SET"] + vals["GET"]) / 2}
 
 
@@ -185,6 +189,7 @@ def main():
             except OSError:
                 time.sleep(0.05)
     subjects = [("redis-benchmark c50", None, None), ("redis-benchmark c50 P16", None, None),
+                ("redis-benchmark c1", None, None),
                 ("flowcoro / flowcoro loop", "flowcoro", "flowcoro")]
     try:
         import uvloop  # noqa: F401
@@ -193,12 +198,14 @@ def main():
         pass
     subjects += [("redis-py / asyncio", "redis-py", "asyncio")]
     results = {name: {} for name, _, _ in subjects}
+    load0 = os.getloadavg()[0]
     try:
         for rnd in range(a.rounds):
             order = subjects[rnd % len(subjects):] + subjects[:rnd % len(subjects)]
             for name, client, loop in order:
                 if client is None:
-                    res = redis_benchmark(port, 16 if "P16" in name else 1)
+                    res = redis_benchmark(port, 16 if "P16" in name else 1,
+                                          1 if name.endswith("c1") else 50)
                 else:
                     res = client_run(port, client, loop, a.scale)
                 for k, v in res.items():
@@ -210,7 +217,9 @@ def main():
             server.terminate()
             server.wait()
     print(f"\n{a.rounds} rounds, scale {a.scale}, python {sys.version.split()[0]}, "
-          f"{subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}\n")
+          f"{subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}, "
+          f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+          f"({os.cpu_count()} CPUs)\n")
     print("| subject | seq_get ops/s | conc50 ops/s | pipe100 ops/s |")
     print("|---|---|---|---|")
     for name, _, _ in subjects:
@@ -228,6 +237,8 @@ def main():
                   f"pipe100 {med(ours, 'pipe100') / med(ref, 'pipe100'):.2f}x")
     cb = med("redis-benchmark c50", "conc50")
     print(f"* {ours} conc50 vs redis-benchmark -c 50: {med(ours, 'conc50') / cb:.2f}x")
+    c1 = med("redis-benchmark c1", "seq_get")
+    print(f"* {ours} seq_get vs redis-benchmark -c 1 GET: {med(ours, 'seq_get') / c1:.2f}x")
 
 
 if __name__ == "__main__":
