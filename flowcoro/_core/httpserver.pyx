@@ -372,6 +372,12 @@ class _Sent:
 RESPONSE_SENT = _Sent()
 
 
+def as_response(result):
+    """A handler's return value as a :class:`Response` (str, bytes, dict,
+    list, None or a Response; TypeError for anything else)."""
+    return to_response(result)
+
+
 cdef Response to_response(object result):
     """Turn a handler's return value into a Response."""
     cdef type t = type(result)

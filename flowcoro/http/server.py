@@ -32,6 +32,7 @@ from pathlib import Path
 
 from flowcoro._core.httpserver import (
     FileResponse,
+    as_response,
     Headers,
     HttpConnection,
     Request,
@@ -120,7 +121,7 @@ class HttpServer:
         if handler is None:
             return functools.partial(self._route_decorator, path, methods)
         self._check_mutable()
-        if not asyncio.iscoroutinefunction(handler) and not callable(handler):
+        if not callable(handler):
             raise InvalidArgumentError("handler", handler, "must be an async function")
         if isinstance(methods, str):
             methods = (methods,)
@@ -207,15 +208,9 @@ class HttpServer:
 
     def _wrap(self, handler):
         """Compose the middleware around one handler (once, at start)."""
-        from flowcoro._core.httpserver import Response as _R
         before, after, around = list(self._before), list(self._after), list(self._around)
         if not (before or after or around):
             return handler
-
-        def to_response(result):
-            if isinstance(result, _R):
-                return result
-            return _as_response(result)
 
         async def core(request):
             for mw in before:
@@ -224,7 +219,7 @@ class HttpServer:
                     return early
             result = await handler(request)
             if after:
-                resp = to_response(result)
+                resp = as_response(result)
                 for mw in after:
                     resp = await mw(request, resp) or resp
                 return resp
@@ -440,18 +435,3 @@ class HttpServer:
 async def _around_step(mw, call_next, request):
     return await mw(request, call_next)
 
-
-def _as_response(result):
-    """A handler's return value as a Response (str, bytes, dict, list, None)."""
-    if isinstance(result, Response):
-        return result
-    if isinstance(result, str):
-        return Response(result)
-    if isinstance(result, (bytes, bytearray, memoryview)):
-        return Response(bytes(result), content_type="application/octet-stream")
-    if isinstance(result, (dict, list)):
-        return Response.json(result)
-    if result is None:
-        return Response(b"", 204)
-    raise TypeError(f"a handler must return str, bytes, dict, list, None or a Response, "
-                    f"not {type(result).__name__}")

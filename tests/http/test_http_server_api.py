@@ -1,0 +1,255 @@
+"""HttpServer's shell: life-cycle hooks, listen variants, run(), small API pieces."""
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flowcoro.errors import InvalidArgumentError, InvalidStateError
+from flowcoro.http import Headers, HttpServer, Response, reason_phrase
+from flowcoro._core.httpserver import as_response
+
+import helpers
+from server_helpers import KINDS, exchange, get, header, responses
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+def test_lifecycle_hooks_sock_serve_forever_and_context_manager(kind):
+    app = HttpServer()
+    events = []
+
+    @app.on_startup
+    async def up():
+        events.append("up")
+
+    @app.on_shutdown
+    async def down():
+        events.append("down")
+
+    @app.route("/", methods="GET")           # a single method as a str
+    async def root(req):
+        return "ok"
+
+    async def main():
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        async with app:
+            await app.listen(sock=sock)
+            assert app.connections == 0 and len(app.sockets) == 1
+            out = await exchange(app.port, get(b"/", b"Connection: close\r\n"))
+            waiter = asyncio.ensure_future(app.serve_forever())
+            await asyncio.sleep(0)
+            assert not waiter.done()
+        await asyncio.wait_for(waiter, 5)
+        await app.stop()                     # a second stop is a no-op
+        return out
+
+    out = helpers.run_with(kind, main())
+    assert out.endswith(b"ok") and events == ["up", "down"]
+
+
+def test_api_errors():
+    app = HttpServer()
+    with pytest.raises(InvalidArgumentError):
+        app.route("/x", "not callable")
+    with pytest.raises(InvalidStateError):
+        helpers.run_with("epoll", app.serve_forever())
+    with pytest.raises(InvalidArgumentError):
+        app.run(workers=0)
+
+
+def test_middleware_results_are_converted_for_after_middleware(kind):
+    app = HttpServer()
+
+    @app.middleware(kind="before")
+    async def early(req):
+        if req.path == "/early":
+            return {"early": True}
+        return None
+
+    @app.middleware(kind="after")
+    async def tag(req, resp):
+        assert isinstance(resp, Response)
+        resp.set_header("x-tag", resp.status)
+        return None                          # None keeps the response
+
+    @app.route("/bytes")
+    async def b(req):
+        return b"raw"
+
+    @app.route("/early")
+    async def never(req):                    # pragma: no cover - short-circuited
+        return "no"
+
+    async def client(port):
+        return await exchange(port, get(b"/bytes") + get(b"/early", b"Connection: close\r\n"))
+
+    from server_helpers import serve
+    out = responses(serve(kind, app, client))
+    assert out[0][1] == b"raw" and header(out[0][0], "x-tag") == "200"
+    assert out[1][1] == b'{"early":true}'
+
+
+def test_as_response_and_small_pieces():
+    assert as_response("s").body == b"s"
+    assert as_response(b"b").content_type == b"application/octet-stream"
+    assert as_response([1]).body == b"[1]"
+    assert as_response(None).status == 204
+    r = Response("x")
+    assert as_response(r) is r
+    with pytest.raises(TypeError):
+        as_response(object())
+    with pytest.raises(TypeError):
+        Response(123)
+    assert Response.text("é").body == "é".encode()
+    assert Response.json({"a": 1}, status=201).status == 201
+    assert "Response 200" in repr(Response())
+    r = Response("x", headers={"a": "1"})
+    r.set_header("b", "2")
+    assert r.headers == [("a", "1"), ("b", "2")]
+    assert reason_phrase(404) == "Not Found" and reason_phrase(299) == ""
+    h = Headers([(b"host", b"t"), (b"x-a", b"1"), (b"x-a", b"2")])
+    assert h["Host"] == "t" and h.get(b"X-A") == "1" and h.getall("x-a") == ["1", "2"]
+    assert "host" in h and "nope" not in h and len(h) == 3 and list(h)[0] == "host"
+    assert h.keys() == ["host", "x-a", "x-a"] and h.items()[1] == ("x-a", "1")
+    assert "Headers(" in repr(h)
+    with pytest.raises(KeyError):
+        h["missing"]
+
+
+def test_request_introspection_and_misuse(kind):
+    app = HttpServer()
+
+    @app.route("/info")
+    async def info(req):
+        with pytest.raises(RuntimeError):
+            await req.write(b"x")             # before start_response
+        with pytest.raises(RuntimeError):
+            req.end_response()
+        req.state["k"] = 1
+        task = asyncio.current_task()
+        task.set_name("h")
+        done = []
+        task.add_done_callback(done.append)
+        task.add_done_callback(print)
+        assert task.remove_done_callback(print) == 1
+        assert task.get_loop() is asyncio.get_running_loop()
+        return {"client": req.client[0], "state": req.state, "repr": repr(req),
+                "transport": req.transport is not None, "started": req.response_started,
+                "name": task.get_name(), "stack": len(task.get_stack()) <= 1,
+                "cancelling": task.cancelling(), "ctx": task.get_context() is not None,
+                "coro": task.get_coro() is not None, "done": task.done()}
+
+    @app.route("/twice")
+    async def twice(req):
+        req.start_response(200, [("content-type", "text/plain")], content_length=2)
+        with pytest.raises(RuntimeError):
+            req.start_response(200)
+        await req.write("ok")
+        req.end_response()
+        with pytest.raises(RuntimeError):
+            await req.write("more")
+        return None        # ignored: the response was written
+
+    @app.route("/read-twice", methods=["POST"])
+    async def read_twice(req):
+        body = await req.body()
+        again = await req.body()
+        with pytest.raises(RuntimeError):
+            async for _ in req.stream():
+                pass
+        return {"same": body == again}
+
+    async def client(port):
+        return await exchange(port, get(b"/info") + get(b"/twice")
+                              + b"POST /read-twice HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                                b"Connection: close\r\n\r\nabc")
+
+    from server_helpers import serve
+    import json
+    out = responses(serve(kind, app, client), methods=["GET", "GET", "POST"])
+    got = json.loads(out[0][1])
+    assert got["client"] == "127.0.0.1" and got["state"] == {"k": 1}
+    assert got["transport"] and not got["started"] and got["name"] == "h"
+    assert got["cancelling"] == 0 and got["ctx"] and got["coro"] and not got["done"]
+    assert out[1][1] == b"ok" and header(out[1][0], "content-length") == "2"
+    assert json.loads(out[2][1]) == {"same": True}
+
+
+def test_handler_task_cancel_semantics(kind):
+    app = HttpServer()
+
+    @app.route("/selfcancel")
+    async def selfcancel(req):
+        task = asyncio.current_task()
+        assert task.cancel("bye") is True
+        assert task.cancelling() == 1
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            assert task.uncancel() == 0
+            return "caught"
+        return "not cancelled"
+
+    @app.route("/cancelled")
+    async def cancelled(req):
+        asyncio.current_task().cancel()
+        await asyncio.sleep(1)
+
+    @app.route("/yield")
+    async def bare_yield(req):
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return "yielded"
+
+    async def client(port):
+        return await exchange(port, get(b"/selfcancel") + get(b"/cancelled")
+                              + get(b"/yield", b"Connection: close\r\n"))
+
+    from server_helpers import serve
+    out = responses(serve(kind, app, client))
+    assert [b for _, b in out] == [b"caught", b"Internal Server Error", b"yielded"]
+
+
+def test_run_blocks_until_sigterm(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    script = tmp_path / "one.py"
+    script.write_text(
+        f"import sys; sys.path.insert(0, {src!r})\n"
+        "from flowcoro.http import HttpServer\n"
+        "app = HttpServer()\n"
+        "@app.route('/')\n"
+        "async def r(req):\n    return 'one'\n"
+        f"app.run('127.0.0.1', {port})\n")
+    proc = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                    c.sendall(get(b"/", b"Connection: close\r\n"))
+                    data = b""
+                    while chunk := c.recv(4096):
+                        data += chunk
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert data.endswith(b"one")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
