@@ -21,8 +21,10 @@ Workloads (as ../shared/bench/redis_client.py measures redis-py):
             (auto-pipelined shared connection); redis-py: a 50-connection pool
   pipe100   pipelines of 100 commands (50 SET + 50 GET), transaction=False
 
-Prints a markdown table: median (min-max) ops/s over the rounds, and the
-ratios that the targets are stated in.
+Prints a markdown table: median (min-max) ops/s over the rounds, the
+client's CPU time per operation (process time, robust against a busy
+machine: it counts only what the client itself spent), and the ratios that
+the targets are stated in.
 """
 import argparse
 import asyncio
@@ -44,10 +46,10 @@ async def w_seq(r, n):
     await r.set(KEY, VAL)
     for _ in range(1000):
         await r.get(KEY)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         await r.get(KEY)
-    return n, time.perf_counter() - t0
+    return n, time.perf_counter() - t0, time.process_time() - c0
 
 
 async def w_conc(r, n, conc=50):
@@ -59,9 +61,9 @@ async def w_conc(r, n, conc=50):
             await r.get(KEY)
 
     await asyncio.gather(*(r.ping() for _ in range(conc)))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(conc)))
-    return conc * (per // 2) * 2, time.perf_counter() - t0
+    return conc * (per // 2) * 2, time.perf_counter() - t0, time.process_time() - c0
 
 
 async def w_pipe(r, n, depth=100):
@@ -76,12 +78,12 @@ async def w_pipe(r, n, depth=100):
 
     for _ in range(batches // 50 + 1):
         await one()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
         res = await one()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert res[-1] == VAL
-    return batches * depth, dt
+    return batches * depth, dt, cpu
 
 
 async def worker_main(client, port, scale):
@@ -116,8 +118,9 @@ def run_worker(a):
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         res = runner.run(worker_main(a.worker, a.port, a.scale))
-    for name, count, dt in res:
+    for name, count, dt, cpu in res:
         print(f"{name}\t{count / dt:.0f}", flush=True)
+        print(f"{name}_cpu\t{cpu / count * 1e6:.2f}", flush=True)
 
 
 # -- orchestration --------------------------------------------------------------------
@@ -210,7 +213,7 @@ def main():
                     res = client_run(port, client, loop, a.scale)
                 for k, v in res.items():
                     results[name].setdefault(k, []).append(v)
-                print(f"round {rnd + 1}: {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in res.items()),
+                print(f"round {rnd + 1}: {name}: " + ", ".join(f"{k} {v:,.1f}" for k, v in res.items()),
                       file=sys.stderr, flush=True)
     finally:
         if server is not None:
@@ -225,6 +228,16 @@ def main():
     for name, _, _ in subjects:
         r = results[name]
         print(f"| {name} | {fmt(r.get('seq_get'))} | {fmt(r.get('conc50'))} | {fmt(r.get('pipe100'))} |")
+    print("\nClient CPU time per operation (process time / ops, median; lower is better):\n")
+    print("| subject | seq_get us/op | conc50 us/op | pipe100 us/op |")
+    print("|---|---|---|---|")
+    for name, client, _ in subjects:
+        if client is None:
+            continue
+        r = results[name]
+        cells = [f"{statistics.median(r[k + '_cpu']):.2f}" if r.get(k + "_cpu") else "-"
+                 for k in ("seq_get", "conc50", "pipe100")]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     def med(name, k):
         v = results.get(name, {}).get(k)
         return statistics.median(v) if v else None
