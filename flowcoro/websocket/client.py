@@ -15,7 +15,9 @@ import urllib.parse
 
 from flowcoro.errors import (HttpParseError, InvalidArgumentError, WebSocketHandshakeError,
                              WebSocketTimeoutError)
-from flowcoro.http import ResponseHead, ResponseParser
+# The parser's own module, not the flowcoro.http package: that package
+# imports the HTTP server, which imports this one (WebSocket routes).
+from flowcoro._core.httpparser import ResponseHead, ResponseParser
 from flowcoro.websocket import deflate as _deflate
 from flowcoro.websocket import handshake as _hs
 from flowcoro.websocket.connection import WebSocketConnection

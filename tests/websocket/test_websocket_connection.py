@@ -338,7 +338,7 @@ def test_keepalive_pings_and_timeout(loop):
     async def main():
         server, port = await raw_server(answering)
         async with server:
-            ws = await connect(f"ws://127.0.0.1:{port}/", ping_interval=0.01, ping_timeout=0.05,
+            ws = await connect(f"ws://127.0.0.1:{port}/", ping_interval=0.01, ping_timeout=0.5,
                                close_timeout=0.05)
             with pytest.raises(WebSocketClosed) as info:
                 await ws.receive()

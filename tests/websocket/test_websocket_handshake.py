@@ -3,7 +3,7 @@ permessage-deflate negotiation (flowcoro.websocket.deflate), sans-IO."""
 import pytest
 
 from flowcoro.errors import WebSocketHandshakeError
-from flowcoro.http import RequestParser, ResponseParser
+from flowcoro._core.httpparser import RequestParser, ResponseParser
 from flowcoro.websocket import (DeflateParams, accept_key, accept_request, build_request,
                                 check_response, generate_key, reject_response)
 from flowcoro.websocket import deflate as d

@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from flowcoro.errors import HttpParseError, WebSocketClosed, WebSocketHandshakeError
-from flowcoro.http import RequestHead, RequestParser
+from flowcoro._core.httpparser import RequestHead, RequestParser
 from flowcoro.websocket import WebSocketConnection, accept_request, reject_response
 
 
