@@ -500,7 +500,11 @@ class WebSocketClosed(WebSocketError, ConnectionError):
 
 
 class WebSocketTimeoutError(WebSocketError, TimeoutError):
-    """A WebSocket opening handshake, pong or closing handshake took too long."""
+    """A WebSocket opening handshake took longer than ``open_timeout``.
+
+    (A keep-alive pong or a closing handshake that takes too long fails or
+    aborts the connection instead: see :class:`WebSocketClosed`.)
+    """
 
 
 # --- HTTP server (flowcoro.http.HttpServer) ---------------------------------
