@@ -107,6 +107,9 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 #: a larger one costs a new connection instead.
 _REDIRECT_DRAIN = 64 * 1024
 _URL_CACHE_SIZE = 256
+#: Read size for file bodies: large enough for few syscalls, small enough
+#: that one blocking read of a local file is a short pause of the loop.
+_FILE_PIECE = 64 * 1024
 _MISSING = object()
 
 try:
@@ -835,8 +838,9 @@ class HttpClient:
             headers: header fields (mapping, pairs or :class:`Headers`);
                 they replace the client's fields of the same name.
             data: the body: ``bytes``, ``str`` (UTF-8), a mapping (sent as
-                a form), or an (async) iterable of bytes (sent chunked, or
-                with the Content-Length given in ``headers``).
+                a form), a binary file object, or an (async) iterable of
+                bytes (sent chunked, or with the Content-Length given in
+                ``headers``).
             json: a value sent as JSON (instead of ``data``).
             timeout: a :class:`Timeout`, a number (total) or None.
             follow_redirects: override the client's setting.
@@ -938,6 +942,9 @@ class HttpClient:
             h.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif hasattr(data, "__aiter__"):
             stream = data.__aiter__()
+        elif hasattr(data, "read"):
+            # A binary file: read in pieces (not by lines, as iterating it would).
+            stream = _aiter_sync(iter(lambda: data.read(_FILE_PIECE), b""))
         elif hasattr(data, "__iter__"):
             stream = _aiter_sync(data)
         else:

@@ -47,6 +47,13 @@ def test_large_uploads(loop):
                 yield b""                 # empty pieces are skipped (no early last-chunk)
             r = await c.post("/count", data=gen())
             assert r.json()["n"] == 64 * 65536 + len("tail-é".encode())
+            # A binary file goes in 64 KiB pieces (chunked, or with its length).
+            import io
+            f = io.BytesIO(b"line\n" * 100000)
+            assert (await c.post("/count", data=f)).json()["n"] == 500000
+            f.seek(0)
+            r = await c.post("/count", data=f, headers={"Content-Length": "500000"})
+            assert r.json()["n"] == 500000
             assert c.idle_connections() == 1
     run(loop, main())
 
