@@ -469,6 +469,36 @@ class Response:
                 # Left early (break, error, cancellation): drop the connection.
                 self._abort()
 
+    async def iter_text(self, encoding=None, errors="replace"):
+        """Yield the body as text while it arrives (``encoding``, else the
+        Content-Type charset, else UTF-8; a character split between pieces
+        is kept whole)."""
+        import codecs
+        try:
+            decoder = codecs.getincrementaldecoder(encoding or self.encoding)(errors)
+        except LookupError:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors)
+        async for piece in self.iter_bytes():
+            text = decoder.decode(piece)
+            if text:
+                yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
+
+    async def iter_lines(self, encoding=None, errors="replace"):
+        """Yield the body's lines while it arrives, without their line ends
+        (LF or CRLF), for line-delimited streams (NDJSON, logs, SSE)."""
+        pending = ""
+        async for text in self.iter_text(encoding, errors):
+            pending += text
+            lines = pending.split("\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line[:-1] if line.endswith("\r") else line
+        if pending:
+            yield pending[:-1] if pending.endswith("\r") else pending
+
     async def _next(self):
         d = self._deadlines
         when, is_total = d.at(d.timeout.read)

@@ -496,3 +496,54 @@ def test_response_trickled_one_byte_at_a_time(loop):
                 assert b"".join([p async for p in r.iter_bytes()]) == b"abc0123456789abcdef"
             assert srv.connections == 1
     run(loop, main())
+
+
+def test_iter_text_and_lines():
+    # "é" (2 bytes in UTF-8) and CRLF line ends split across chunks.
+    body = "line one\r\nsecond é line\nthird".encode()
+    pieces = [body[:5], body[5:9], body[9:10], body[10:18], body[18:19], body[19:]]
+
+    async def handler(reader, writer, srv):
+        while await srv.read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                         b"Content-Type: text/plain; charset=utf-8\r\n\r\n")
+            for p in pieces:
+                writer.write(b"%x\r\n%s\r\n" % (len(p), p))
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async def main():
+        async with RawServer(handler) as srv, HttpClient(srv.url) as c:
+            async with c.stream("GET", "/") as r:
+                assert [ln async for ln in r.iter_lines()] == ["line one", "second é line",
+                                                               "third"]
+            async with c.stream("GET", "/") as r:
+                text = "".join([t async for t in r.iter_text()])
+            assert text == body.decode()
+            async with c.stream("GET", "/") as r:
+                assert "".join([t async for t in r.iter_text("no-such-codec")]) == body.decode()
+    flowcoro.run(main())
+
+
+def test_ipv6_loopback():
+    async def main():
+        async def on_conn(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(ok(b"v6"))
+            await writer.drain()
+            writer.close()
+        try:
+            server = await asyncio.start_server(on_conn, "::1", 0)
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback: {exc}")
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with HttpClient() as c:
+                r = await c.get(f"http://[::1]:{port}/")
+                assert r.content == b"v6"
+        finally:
+            server.close()
+            await server.wait_closed()
+    flowcoro.run(main())
