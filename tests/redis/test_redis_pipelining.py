@@ -194,3 +194,30 @@ def test_watch(run, r_url, prefix):
             stats = r.connection_pool.stats()
             assert stats.in_use == 0          # the WATCH connections went back
     run(main())
+
+
+def test_cancelled_pipelines_keep_the_connection_in_step(run, r_url, prefix):
+    async def main():
+        async with from_url(r_url) as r:
+            await r.set(prefix + "k", "v")
+
+            async def pipe(i, tx):
+                p = r.pipeline(transaction=tx)
+                for j in range(20):
+                    p.set(f"{prefix}p{i}", j).get(f"{prefix}p{i}")
+                return await p.execute()
+
+            for rnd in range(10):
+                tasks = [asyncio.ensure_future(pipe(i, i % 2 == 0)) for i in range(20)]
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                for t in tasks[rnd % 2::2]:
+                    t.cancel()
+                singles = await asyncio.gather(*(r.get(prefix + "k") for _ in range(20)))
+                assert set(singles) == {b"v"}
+                for t, res in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True)):
+                    if not t.cancelled():
+                        assert res[-1] == b"19" and res[0] is True
+            conn = await r.connection_pool.shared()
+            assert conn.pending == 0
+    run(main())
