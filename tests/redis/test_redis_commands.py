@@ -397,3 +397,17 @@ def test_resp3_pushes_never_reach_a_caller(run, r_url, prefix):
                 await other.incr(prefix + "t")                          # -> invalidation push
                 assert await r.echo(f"e{i}") == f"e{i}".encode()
     run(main())
+
+
+def test_large_values_pause_and_resume_writing(run, r_url, prefix):
+    """Writes far over the transport's high-water mark: the connection holds
+    its buffer while paused and flushes on resume; every value arrives whole."""
+    async def main():
+        async with from_url(r_url) as r:
+            big = [bytes([65 + i]) * (2 << 20) for i in range(6)]          # 6 x 2 MiB
+            assert await asyncio.gather(*(r.set(f"{prefix}big{i}", v) for i, v in enumerate(big))) \
+                == [True] * 6
+            got = await asyncio.gather(*(r.get(f"{prefix}big{i}") for i in range(6)),
+                                       *(r.strlen(f"{prefix}big{i}") for i in range(6)))
+            assert got[:6] == big and got[6:] == [2 << 20] * 6
+    run(main())
