@@ -28,6 +28,10 @@ not ask to close, gives its connection back to the pool.  Any other ending
 (an error, a cancellation, a response closed early) closes the connection,
 so a half-read body can never be mistaken for the next response.
 
+Bodies: ``Content-Length`` and chunked bodies are framed by the C parser;
+gzip and deflate content codings are undone piece by piece
+(:class:`_Decoder`), bounded by ``max_body`` like the encoded body.
+
 Retries: a request that fails on a *reused* connection before any byte of
 the response arrived (the server closed the idle connection while we were
 sending) is sent once more on a new connection, if its method is idempotent
@@ -49,6 +53,7 @@ when a redirect leaves the origin.
 """
 import asyncio
 import base64
+import codecs
 import json as _json
 import re
 import ssl as _ssl
@@ -473,7 +478,6 @@ class Response:
         """Yield the body as text while it arrives (``encoding``, else the
         Content-Type charset, else UTF-8; a character split between pieces
         is kept whole)."""
-        import codecs
         try:
             decoder = codecs.getincrementaldecoder(encoding or self.encoding)(errors)
         except LookupError:
