@@ -180,6 +180,9 @@ class PubSub:
         if isinstance(reply, Exception):
             self._on_lost(reply)
             return
+        if not isinstance(reply, list):
+            # RESP2 PING after every channel was dropped: a plain +PONG.
+            reply = [b"pong", reply]
         kind = _key(reply[0]).lower()
         if kind == b"message":
             msg = {"type": "message", "pattern": None, "channel": reply[1], "data": reply[2]}

@@ -40,6 +40,8 @@ def test_subscribe_publish_listen(run, r_url, prefix, protocol):
                 await ps.punsubscribe()
                 assert (await ps.get_message(timeout=1))["type"] == "punsubscribe"
                 assert not ps.subscribed
+                await ps.ping()                                  # not subscribed: plain PONG
+                assert (await ps.get_message(timeout=1))["type"] == "pong"
                 assert [m async for m in ps.listen()] == []      # nothing subscribed: ends
             # Closed: the connection was discarded, not pooled.
             with pytest.raises(errors.InvalidStateError):
