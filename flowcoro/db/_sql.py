@@ -77,14 +77,16 @@ class Template:
         return "".join(out)
 
 
-_cache: dict[tuple[str, str], Template] = {}
-_CACHE_MAX = 1024   # distinct statements kept parsed; an app has far fewer
+#: Parsed statements per dialect, keyed by the SQL text (hot paths read
+#: these dicts directly before calling :func:`split`).
+CACHES: dict[str, dict[str, Template]] = {"mysql": {}, "sqlite": {}}
+_CACHE_MAX = 1024   # distinct statements kept parsed per dialect; an app has far fewer
 
 
 def split(sql: str, dialect: str) -> Template:
     """Parse ``sql`` for ``dialect`` ('mysql' or 'sqlite'); cached per text."""
-    key = (sql, dialect)
-    t = _cache.get(key)
+    cache = CACHES[dialect]
+    t = cache.get(sql)
     if t is not None:
         return t
     parts: list[str] = []
@@ -103,7 +105,7 @@ def split(sql: str, dialect: str) -> Template:
         pos = m.end()
     parts.append(sql[pos:])
     t = Template(parts, indexes)
-    if len(_cache) >= _CACHE_MAX:
-        _cache.clear()          # simple and bounded; re-parsing is cheap
-    _cache[key] = t
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()           # simple and bounded; re-parsing is cheap
+    cache[sql] = t
     return t

@@ -8,9 +8,11 @@ errors, and keeps one rule: a MySQL connection runs one command at a time,
 so calls on one connection are serialized by a lock.
 
 Invariants:
-* ``_lock`` is held for the whole of a command, from send to the last
-  packet read (for a cursor: until it is closed), so packets of two calls
-  never interleave.
+* ``_active`` (the connection's turn, a cheap mutex: no lock object or
+  future unless calls actually contend) is held for the whole of a
+  command, from send to the last packet read (for a cursor: until it is
+  closed), so packets of two calls never interleave; waiting calls queue
+  in ``_turns`` in FIFO order.
 * A call cancelled or failed mid-command leaves the protocol state
   unknown: the connection is marked broken and closed, never reused.
 """
@@ -19,14 +21,17 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from flowcoro.db._base import Connection, PreparedStatement, QueryResult
+from collections import deque
+
+from flowcoro.db._base import Connection, PreparedStatement, QueryResult, _as_mapping
 from flowcoro.db._errors import from_mysql
-from flowcoro.db._sql import split
-from flowcoro.errors import DatabaseConnectionError, InterfaceError
+from flowcoro.db._sql import CACHES, split
+from flowcoro.errors import DatabaseConnectionError, DatabaseError, InterfaceError
 
 __all__ = ["MySQLConnection", "parse_mysql_url"]
 
 _asyncmy = None
+_TEMPLATES = CACHES["mysql"]
 
 
 def _import():
@@ -68,7 +73,8 @@ class MySQLConnection(Connection):
     def __init__(self, raw):
         super().__init__()
         self._c = raw
-        self._lock = asyncio.Lock()
+        self._active = False
+        self._turns: deque[asyncio.Future] = deque()
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float | None = None,
@@ -91,7 +97,7 @@ class MySQLConnection(Connection):
 
     # -- helpers ---------------------------------------------------------------
     def _render(self, sql: str, params) -> str:
-        t = split(sql, "mysql")
+        t = _TEMPLATES.get(sql) or split(sql, "mysql")
         if params is None:
             params = ()
         elif isinstance(params, (str, bytes)):
@@ -103,7 +109,8 @@ class MySQLConnection(Connection):
             return t.parts[0]
         lit = self._c.literal
         try:
-            return t.render([lit(v) for v in params])
+            # ints (not bools) are their own literal: skip the driver's dispatch
+            return t.render([str(v) if type(v) is int else lit(v) for v in params])
         except Exception as e:
             raise InterfaceError(f"cannot send parameters {params!r}: {e}") from e
 
@@ -127,17 +134,49 @@ class MySQLConnection(Connection):
         except Exception:           # closing a dead transport may fail: it is dead
             pass
 
+    async def _take_turn(self) -> None:
+        """Wait for the connection (FIFO); cheap when nobody else uses it."""
+        if not self._active and not self._turns:
+            self._active = True
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._turns.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._pass_turn()           # the turn came as we gave up: pass it on
+            else:
+                try:
+                    self._turns.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def _pass_turn(self) -> None:
+        turns = self._turns
+        while turns:
+            w = turns.popleft()
+            if not w.done():
+                w.set_result(None)          # _active stays True: handed over
+                return
+        self._active = False
+
     async def _command(self, fn, *args):
         self._check_open()
-        async with self._lock:
+        await self._take_turn()
+        try:
             self._check_open()
-            try:
-                return await fn(*args)
-            except BaseException as e:
-                err = self._fail(e)
-                if err is None:
-                    raise               # cancellation etc.: connection already dropped
-                raise err from e
+            return await fn(*args)
+        except BaseException as e:
+            err = self._fail(e) if not isinstance(e, DatabaseError) else e
+            if err is None:
+                raise               # cancellation etc.: connection already dropped
+            if err is e:
+                raise
+            raise err from e
+        finally:
+            self._pass_turn()
 
     async def _do_query(self, q: str) -> QueryResult:
         cur = self._c.cursor()
@@ -147,6 +186,34 @@ class MySQLConnection(Connection):
             rows = list(await cur.fetchall())
             return QueryResult(rows, [d[0] for d in desc], len(rows), cur.lastrowid or None)
         return QueryResult([], (), cur.rowcount, cur.lastrowid or None)
+
+    async def _rows(self, q: str, one: bool):
+        """The hot path of fetch/fetchrow/fetchval: (rows or first row, description)."""
+        cur = self._c.cursor()
+        await cur.execute(q)
+        if one:
+            return await cur.fetchone(), cur.description
+        return list(await cur.fetchall()), cur.description
+
+    async def fetch(self, sql: str, params=None, *, mapping: bool = False) -> list:
+        """All rows of a query: tuples, or dicts with ``mapping=True``."""
+        rows, desc = await self._command(self._rows, self._render(sql, params), False)
+        if mapping and desc:
+            cols = [d[0] for d in desc]
+            return [dict(zip(cols, r)) for r in rows]
+        return rows
+
+    async def fetchrow(self, sql: str, params=None, *, mapping: bool = False):
+        """The first row (tuple, or dict with ``mapping=True``), or None."""
+        row, desc = await self._command(self._rows, self._render(sql, params), True)
+        if mapping and row is not None:
+            return _as_mapping([d[0] for d in desc], row)
+        return row
+
+    async def fetchval(self, sql: str, params=None, column: int = 0):
+        """Column ``column`` of the first row, or None when there is no row."""
+        row, _ = await self._command(self._rows, self._render(sql, params), True)
+        return None if row is None else row[column]
 
     # -- the Connection interface --------------------------------------------------
     async def _query(self, sql, params) -> QueryResult:
@@ -185,9 +252,10 @@ class MySQLConnection(Connection):
         asyncmy = _asyncmy
         q = self._render(sql, params)
         self._check_open()
-        # The lock is held until the cursor is closed: the unbuffered result
+        # The turn is held until the cursor is closed: the unbuffered result
         # owns the connection until it is read to the end.
-        async with self._lock:
+        await self._take_turn()
+        try:
             self._check_open()
             cur = self._c.cursor(asyncmy.cursors.SSCursor)
             try:
@@ -217,6 +285,8 @@ class MySQLConnection(Connection):
                         await cur.close()       # reads what is left of the result
                     except BaseException as e:
                         self._fail(e)
+        finally:
+            self._pass_turn()
 
     async def _prepare(self, sql: str) -> PreparedStatement:
         t = split(sql, "mysql")
@@ -235,11 +305,11 @@ class MySQLConnection(Connection):
     @property
     def busy(self) -> bool:
         """True while a command runs on this connection."""
-        return self._lock.locked()
+        return self._active
 
     async def _drain(self) -> None:
-        async with self._lock:
-            pass
+        await self._take_turn()
+        self._pass_turn()
 
     async def ping(self) -> None:
         """One round trip (COM_PING); raises if the connection is unusable."""

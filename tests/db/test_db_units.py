@@ -38,7 +38,7 @@ def test_mysql_placeholders_and_render():
     # the cache is bounded
     for i in range(_sql._CACHE_MAX + 5):
         _sql.split(f"SELECT {i}", "sqlite")
-    assert len(_sql._cache) <= _sql._CACHE_MAX
+    assert len(_sql.CACHES["sqlite"]) <= _sql._CACHE_MAX
 
 
 def test_parse_url():
