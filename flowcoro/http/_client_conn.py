@@ -135,17 +135,19 @@ class Connection(asyncio.Protocol):
         """Finish a read-until-close body, or queue the error that ends the response."""
         self.closed = True
         if self.error is None and not self.in_pool:
-            try:
-                self.events.extend(self.parser.feed_eof())
-            except HttpParseError as perr:
-                err = HttpConnectionError(
-                    "the server closed the connection before the response was complete")
-                err.__cause__ = perr
+            if exc is not None:
+                # Reset or failed, not closed: even a body that runs until the
+                # close is cut short, so no EndOfMessage from feed_eof().
+                err = HttpConnectionError(f"connection lost: {exc}")
+                err.__cause__ = exc
                 self.error = err
             else:
-                if exc is not None:
-                    err = HttpConnectionError(f"connection lost: {exc}")
-                    err.__cause__ = exc
+                try:
+                    self.events.extend(self.parser.feed_eof())
+                except HttpParseError as perr:
+                    err = HttpConnectionError(
+                        "the server closed the connection before the response was complete")
+                    err.__cause__ = perr
                     self.error = err
         self._wake()
         dw = self._drain_waiter

@@ -2,6 +2,7 @@
 stale connections, 100-continue, malformed responses and timeouts."""
 import asyncio
 import socket
+import struct
 
 import pytest
 
@@ -546,4 +547,24 @@ def test_ipv6_loopback():
         finally:
             server.close()
             await server.wait_closed()
+    flowcoro.run(main())
+
+
+def test_reset_cuts_a_read_until_close_body():
+    # An HTTP/1.0 body ends at the close; a reset is not a close: error, not
+    # a silently truncated body.
+    async def handler(reader, writer, srv):
+        await srv.read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        # SO_LINGER 0: the close sends RST instead of FIN.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def main():
+        async with RawServer(handler) as srv, HttpClient(srv.url) as c:
+            with pytest.raises(HttpConnectionError, match="connection lost"):
+                await c.get("/")
     flowcoro.run(main())
