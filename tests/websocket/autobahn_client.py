@@ -7,7 +7,9 @@ client (flowcoro.websocket.connect) echoes every case.
     .venv/bin/python tests/websocket/autobahn_client.py -c "1.*,2.*" -o /tmp/websocket_ab
 
 wstest comes from the Python 2.7 venv that ../shared/conformance/autobahn/run.sh
-builds (~/.cache/flowcoro/autobahn-py27; run that script once, or set WSTEST).
+builds (~/.cache/flowcoro/autobahn-py27, or $AUTOBAHN_VENV; $WSTEST overrides);
+when it is missing this script builds it the same way (pyenv's 2.7.18 and
+requirements-py27.txt; about 2 minutes, once).
 Prints per-case failures and "N passed, M failed" (a case passes when its
 behavior and close behavior are OK, NON-STRICT or INFORMATIONAL, as in
 run.sh).  Exit status 0 when all passed, 1 otherwise, 2 on setup errors.
@@ -41,6 +43,34 @@ def wstest_path():
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
         "flowcoro", "autobahn-py27")
     return os.path.join(venv, "bin", "wstest")
+
+
+def build_wstest(wstest):
+    """Build the Python 2.7 wstest venv the way run.sh does (one-off, ~2 min)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    shared = os.environ.get("FLOWCORO_SHARED") or os.path.join(here, "..", "..", "..", "shared")
+    reqs = os.path.join(shared, "conformance", "autobahn", "requirements-py27.txt")
+    py2 = os.environ.get("PYTHON2") or os.path.join(
+        os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"),
+        "versions", "2.7.18", "bin", "python")
+    if not (os.access(py2, os.X_OK) and os.path.exists(reqs)):
+        return False
+    venv = os.path.dirname(os.path.dirname(wstest))
+    print(f"autobahn_client: building wstest in {venv} (one-off)", file=sys.stderr)
+    tool = tempfile.mkdtemp(prefix="websocket_venvtool_")
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", tool,
+                        "virtualenv<20.22"], check=True)
+        subprocess.run([sys.executable, "-m", "virtualenv", "-q", "-p", py2, venv], check=True,
+                       env=dict(os.environ, PYTHONPATH=tool))
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q",
+                        "--no-warn-script-location", "-r", reqs], check=True,
+                       env=dict(os.environ, PIP_CONSTRAINT=""))
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    finally:
+        shutil.rmtree(tool, ignore_errors=True)
+    return os.access(wstest, os.X_OK)
 
 
 def free_port():
@@ -99,9 +129,9 @@ def main():
     ap.add_argument("--loop", choices=("flowcoro", "asyncio"), default="flowcoro")
     args = ap.parse_args()
     wstest = wstest_path()
-    if not os.access(wstest, os.X_OK):
-        print(f"autobahn_client: no wstest at {wstest}; run "
-              "../shared/conformance/autobahn/run.sh once to build it", file=sys.stderr)
+    if not os.access(wstest, os.X_OK) and not build_wstest(wstest):
+        print(f"autobahn_client: no wstest at {wstest} and it could not be built (needs "
+              "pyenv's Python 2.7 and ../shared/conformance/autobahn)", file=sys.stderr)
         return 2
     split = lambda s: [c.strip() for c in s.split(",") if c.strip()]  # noqa: E731
     exclude = split(args.exclude) + (["9.*", "12.*", "13.*"] if args.quick else [])
@@ -114,7 +144,10 @@ def main():
     with open(os.path.join(work, "spec.json"), "w") as f:
         json.dump(spec, f)
     log = open(os.path.join(work, "wstest.log"), "w")
-    proc = subprocess.Popen([wstest, "-m", "fuzzingserver", "-s", "spec.json"], cwd=work,
+    # --webport 0: no embedded report web server (its fixed port 8080 would
+    # keep two runs from sharing a machine).
+    proc = subprocess.Popen([wstest, "-m", "fuzzingserver", "-s", "spec.json", "--webport", "0"],
+                            cwd=work,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -141,7 +174,10 @@ def main():
         proc.terminate()
         proc.wait()
         log.close()
-        shutil.rmtree(work, ignore_errors=True)     # the reports too, unless -o put them elsewhere
+        if os.environ.get("WEBSOCKET_AUTOBAHN_KEEP"):
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)     # the reports too, unless -o put them elsewhere
 
 
 if __name__ == "__main__":
