@@ -98,13 +98,14 @@ async def connect(url: str, **options: Any) -> Connection:
 def create_pool(url: str, min_size: int = 1, max_size: int = 10, *,
                 acquire_timeout: float | None = 30.0, max_idle: float = 300.0,
                 max_lifetime: float = 3600.0, health_check_after: float = 30.0,
-                **options: Any) -> Pool:
+                pipeline: int = 1, **options: Any) -> Pool:
     """A :class:`Pool` of connections to ``url``; ``await`` it (or use
     ``async with``) to open its ``min_size`` connections.
 
     ``options`` go to :func:`connect` for every connection.  A pool on
     ``sqlite://:memory:`` holds one connection (each in-memory connection
-    is a database of its own).  See :class:`Pool` for the other arguments.
+    is a database of its own).  ``pipeline`` applies to PostgreSQL only.
+    See :class:`Pool` for the other arguments.
     """
     backend, target = parse_url(url)
     if backend == "sqlite" and target == ":memory:":
@@ -115,4 +116,5 @@ def create_pool(url: str, min_size: int = 1, max_size: int = 10, *,
 
     return Pool(opener, min_size=min_size, max_size=max_size, acquire_timeout=acquire_timeout,
                 max_idle=max_idle, max_lifetime=max_lifetime,
-                health_check_after=health_check_after, backend=backend)
+                health_check_after=health_check_after, backend=backend,
+                pipeline=pipeline if backend == "postgresql" else 1)

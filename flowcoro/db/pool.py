@@ -136,6 +136,13 @@ class Pool:
             next idle); spreads reconnections, follows server config changes.
         health_check_after: a connection idle this long is pinged (one
             round trip) before it is handed out; 0 pings every time.
+        pipeline: PostgreSQL: when all ``max_size`` connections are out,
+            a one-statement call (``pool.execute``, ``fetch``, ``fetchrow``,
+            ``fetchval``) joins the least loaded connection that runs only
+            such calls, up to ``pipeline`` calls in flight on it, instead of
+            waiting (libpq pipeline mode: one round trip for many).  1
+            turns this off.  Connections lent by ``acquire`` or
+            ``transaction`` are never shared.
 
     Raises:
         InvalidArgumentError: sizes or times out of range.
@@ -144,7 +151,7 @@ class Pool:
     def __init__(self, connect: Callable[[], Any], *, min_size: int = 1, max_size: int = 10,
                  acquire_timeout: float | None = 30.0, max_idle: float = 300.0,
                  max_lifetime: float = 3600.0, health_check_after: float = 30.0,
-                 backend: str = "?"):
+                 backend: str = "?", pipeline: int = 1):
         if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:
             raise InvalidArgumentError("max_size", max_size, "must be an int >= 1")
         if not isinstance(min_size, int) or isinstance(min_size, bool) or not 0 <= min_size <= max_size:
@@ -164,6 +171,10 @@ class Pool:
         self.max_lifetime = max_lifetime
         self.health_check_after = health_check_after
         self.backend = backend
+        if not isinstance(pipeline, int) or isinstance(pipeline, bool) or pipeline < 1:
+            raise InvalidArgumentError("pipeline", pipeline, "must be an int >= 1")
+        self.pipeline = pipeline
+        self._shared: list[Connection] = []     # lent to one-statement calls (pipeline > 1)
         self._idle: deque[Connection] = deque()
         self._lent: set[Connection] = set()
         self._settling: set[Connection] = set()
@@ -465,6 +476,7 @@ class Pool:
     async def _open_one(self) -> Connection:
         conn = await self._connect()
         conn._fc_born = conn._fc_used = _now()
+        conn._fc_share = 0
         self.stats["opened"] += 1
         return conn
 
@@ -521,38 +533,63 @@ class Pool:
             return
         self._hand(conn)
 
+    # -- pipelining one-statement calls (PostgreSQL) -----------------------------------
+    async def _acquire_shared(self) -> Connection:
+        """A connection for one statement: a free one, or, when none is free
+        and the pool is full, the least loaded one running only one-statement
+        calls (fewer than ``pipeline`` of them)."""
+        if not self._idle and self._size >= self.max_size and self._state == "open":
+            best = None
+            for c in self._shared:
+                n = c._fc_share
+                if n < self.pipeline and c._broken is None and (best is None or n < best._fc_share):
+                    best = c
+            if best is not None:
+                best._fc_share += 1
+                return best
+        conn = await self._acquire()
+        conn._fc_share = 1
+        self._shared.append(conn)
+        return conn
+
+    def _release_shared(self, conn: Connection) -> None:
+        conn._fc_share -= 1
+        if conn._fc_share == 0:
+            self._shared.remove(conn)
+            self.release(conn)
+
     # -- one-call helpers -------------------------------------------------------------
     async def execute(self, sql: str, params: Sequence | None = None) -> QueryResult:
         """``execute`` on a borrowed connection; see :meth:`Connection.execute`."""
-        conn = await self._acquire()
+        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
         try:
             return await conn.execute(sql, params)
         finally:
-            self.release(conn)
+            self._release_shared(conn) if self.pipeline > 1 else self.release(conn)
 
     async def fetch(self, sql: str, params: Sequence | None = None, *, mapping: bool = False) -> list:
         """``fetch`` on a borrowed connection; see :meth:`Connection.fetch`."""
-        conn = await self._acquire()
+        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
         try:
             return await conn.fetch(sql, params, mapping=mapping)
         finally:
-            self.release(conn)
+            self._release_shared(conn) if self.pipeline > 1 else self.release(conn)
 
     async def fetchrow(self, sql: str, params: Sequence | None = None, *, mapping: bool = False):
         """``fetchrow`` on a borrowed connection; see :meth:`Connection.fetchrow`."""
-        conn = await self._acquire()
+        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
         try:
             return await conn.fetchrow(sql, params, mapping=mapping)
         finally:
-            self.release(conn)
+            self._release_shared(conn) if self.pipeline > 1 else self.release(conn)
 
     async def fetchval(self, sql: str, params: Sequence | None = None, column: int = 0):
         """``fetchval`` on a borrowed connection; see :meth:`Connection.fetchval`."""
-        conn = await self._acquire()
+        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
         try:
             return await conn.fetchval(sql, params, column)
         finally:
-            self.release(conn)
+            self._release_shared(conn) if self.pipeline > 1 else self.release(conn)
 
     async def executemany(self, sql: str, seq_of_params) -> int:
         """``executemany`` on a borrowed connection (all or nothing)."""

@@ -5,7 +5,7 @@ import pytest
 
 import flowcoro.db as db
 from db_helpers import connected
-from flowcoro.errors import DataError, InterfaceError, ProgrammingError
+from flowcoro.errors import DataError, InterfaceError, InvalidArgumentError, ProgrammingError
 
 
 def test_concurrent_calls_pipeline_on_one_connection(run, postgres_url):
@@ -114,4 +114,30 @@ def test_cursor_error_inside_transaction(run, postgres_url):
         assert not conn.in_transaction
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
+    run(main())
+
+
+def test_pool_pipelines_one_statement_calls(run, postgres_url):
+    async def main():
+        pool = await db.create_pool(postgres_url, 2, 2, pipeline=4, acquire_timeout=0.5)
+        held = await pool.acquire()          # lent: never shared
+        calls = [pool.fetchval("SELECT $1::int FROM pg_sleep(0.05)", [i]) for i in range(4)]
+        calls.append(pool.fetchval("SELECT 1 / 0"))
+        calls += [pool.fetch("SELECT $1::int AS x", [7], mapping=True),
+                  pool.fetchrow("SELECT 8"), pool.execute("SELECT 9")]
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        assert out[:4] == [0, 1, 2, 3] and isinstance(out[4], DataError)
+        assert out[5] == [{"x": 7}] and out[6] == (8,) and out[7].rows == [(9,)]
+        assert pool.size == 2 and not pool._shared
+        assert not held.busy
+        pool.release(held)
+        assert pool.idle == 2
+        # more calls than pipeline x size: the rest wait their turn (and time out)
+        slow = [pool.fetchval("SELECT pg_sleep(0.3)") for _ in range(8)]
+        more = pool.fetchval("SELECT 1")
+        out = await asyncio.gather(*slow, more, return_exceptions=True)
+        assert isinstance(out[-1], db.PoolTimeout)
+        await pool.close()
+        with pytest.raises(InvalidArgumentError):
+            db.create_pool(postgres_url, pipeline=0)
     run(main())
