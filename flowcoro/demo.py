@@ -16,9 +16,10 @@ What it shows:
 * :class:`flowcoro.http.HttpServer` on the FlowCoro loop: routes with typed
   path parameters (``/api/items/{id:int}``), JSON in and out, an "after"
   middleware (the access log), 404/405 answered by the router;
-* blocking work (SQLite) kept off the loop with ``run_in_executor`` on a
-  one-thread executor that owns the connection (sqlite3 objects must stay
-  on one thread; one writer also means no locking errors);
+* the database through :mod:`flowcoro.db` (``sqlite://`` URL, ``$n``
+  parameters, typed errors: a duplicate name is an ``IntegrityError``);
+  its SQLite driver keeps the blocking sqlite3 calls on a worker thread,
+  so the loop never waits on the database;
 * graceful shutdown on Ctrl-C (SIGINT) or SIGTERM: stop accepting, finish
   the requests in flight, close idle keep-alive connections, close the
   store, exit 0.  A second Ctrl-C during shutdown exits at once (130).
@@ -41,14 +42,15 @@ API (JSON bodies; errors are ``{"error": "..."}`` with the status below):
 """
 import argparse
 import asyncio
-import concurrent.futures
 import html
 import json
+import os
 import signal
-import sqlite3
 import sys
 
 import flowcoro
+import flowcoro.db
+from flowcoro.errors import DatabaseError, IntegrityError
 from flowcoro.http import HttpServer, Response
 
 __all__ = ["ItemStore", "DuplicateName", "build_app", "serve", "build_parser", "run_demo", "main"]
@@ -70,12 +72,14 @@ class DuplicateName(Exception):
 
 
 class ItemStore:
-    """The ``items`` table in SQLite, used from the loop without blocking it.
+    """The ``items`` table in SQLite, through :mod:`flowcoro.db`.
 
-    Every SQLite call runs on one dedicated worker thread (sqlite3 objects
-    must stay on the thread that made them), and the coroutine methods
-    await it with ``loop.run_in_executor``.  Open it with ``await
-    store.open()``, close it with ``await store.close()``.
+    flowcoro.db's SQLite connection runs every statement on one worker
+    thread that owns the sqlite3 connection, so the loop never blocks on
+    the database; concurrent calls from several requests run one after the
+    other on it, in autocommit mode (each statement is its own
+    transaction, which is all this API needs).  Open the store with
+    ``await store.open()``, close it with ``await store.close()``.
 
     Args:
         path: an SQLite database file, or ``":memory:"``.
@@ -83,101 +87,73 @@ class ItemStore:
 
     def __init__(self, path=":memory:"):
         self.path = path
-        self._pool = None
         self._db = None
 
+    @property
+    def url(self):
+        """The flowcoro.db URL of the database."""
+        if self.path == ":memory:":
+            return "sqlite://:memory:"
+        return "sqlite://" + os.path.abspath(self.path)
+
     async def open(self):
-        """Start the store's thread and open (or create) the database."""
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="itemstore")
-        await self._call(self._q_open)
-
-    async def _call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    # The _q_* methods run on the store's thread, never on the loop's.
-    def _q_open(self):
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS items ("
-                         "id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "name TEXT NOT NULL UNIQUE, value TEXT NOT NULL)")
-        self._db.commit()
-
-    def _q_list(self, prefix, limit):
-        # Prefix match with substr(), not LIKE, whose wildcards would need escaping.
-        rows = self._db.execute(
-            "SELECT id, name, value FROM items WHERE substr(name, 1, ?) = ? ORDER BY id LIMIT ?",
-            (len(prefix), prefix, limit))
-        return [_item(r) for r in rows]
-
-    def _q_get(self, item_id):
-        row = self._db.execute("SELECT id, name, value FROM items WHERE id = ?",
-                               (item_id,)).fetchone()
-        return None if row is None else _item(row)
-
-    def _q_create(self, name, value):
+        """Open (or create) the database and its table."""
+        self._db = await flowcoro.db.connect(self.url)
         try:
-            cur = self._db.execute("INSERT INTO items (name, value) VALUES (?, ?)", (name, value))
-        except sqlite3.IntegrityError:
-            raise DuplicateName(name) from None
-        self._db.commit()
-        return {"id": cur.lastrowid, "name": name, "value": value}
-
-    def _q_update(self, item_id, name, value):
-        try:
-            n = self._db.execute("UPDATE items SET name = ?, value = ? WHERE id = ?",
-                                 (name, value, item_id)).rowcount
-        except sqlite3.IntegrityError:
-            raise DuplicateName(name) from None
-        self._db.commit()
-        return {"id": item_id, "name": name, "value": value} if n else None
-
-    def _q_delete(self, item_id):
-        n = self._db.execute("DELETE FROM items WHERE id = ?", (item_id,)).rowcount
-        self._db.commit()
-        return n > 0
-
-    def _q_count(self):
-        return self._db.execute("SELECT count(*) FROM items").fetchone()[0]
-
-    def _q_close(self):
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+            await self._db.execute("CREATE TABLE IF NOT EXISTS items ("
+                                   "id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                                   "name TEXT NOT NULL UNIQUE, value TEXT NOT NULL)")
+        except BaseException:
+            await self.close()
+            raise
 
     async def list(self, prefix="", limit=DEFAULT_LIMIT):
         """Items whose name starts with ``prefix``, by id, at most ``limit``."""
-        return await self._call(self._q_list, prefix, limit)
+        # Prefix match with substr(), not LIKE, whose wildcards would need escaping.
+        rows = await self._db.fetch(
+            "SELECT id, name, value FROM items WHERE substr(name, 1, $1) = $2 "
+            "ORDER BY id LIMIT $3", [len(prefix), prefix, limit])
+        return [_item(r) for r in rows]
 
     async def get(self, item_id):
         """The item with ``item_id`` as a dict, or None."""
-        return await self._call(self._q_get, item_id)
+        row = await self._db.fetchrow("SELECT id, name, value FROM items WHERE id = $1",
+                                      [item_id])
+        return None if row is None else _item(row)
 
     async def create(self, name, value=""):
         """Insert an item; return it (with its new id).  Raises DuplicateName."""
-        return await self._call(self._q_create, name, value)
+        try:
+            item_id = await self._db.fetchval(
+                "INSERT INTO items (name, value) VALUES ($1, $2) RETURNING id", [name, value])
+        except IntegrityError:
+            raise DuplicateName(name) from None
+        return {"id": item_id, "name": name, "value": value}
 
     async def update(self, item_id, name, value=""):
         """Replace an item's fields; return it, or None if there is no such id.
         Raises DuplicateName."""
-        return await self._call(self._q_update, item_id, name, value)
+        try:
+            r = await self._db.execute("UPDATE items SET name = $1, value = $2 WHERE id = $3",
+                                       [name, value, item_id])
+        except IntegrityError:
+            raise DuplicateName(name) from None
+        return {"id": item_id, "name": name, "value": value} if r.rowcount else None
 
     async def delete(self, item_id):
         """Delete an item; return True if it existed."""
-        return await self._call(self._q_delete, item_id)
+        r = await self._db.execute("DELETE FROM items WHERE id = $1", [item_id])
+        return r.rowcount > 0
 
     async def count(self):
         """The number of items."""
-        return await self._call(self._q_count)
+        return await self._db.fetchval("SELECT count(*) FROM items")
 
     async def close(self):
-        """Close the database and let the store's thread end (idempotent)."""
-        if self._pool is None:
-            return
-        pool, self._pool = self._pool, None
-        try:
-            await asyncio.get_running_loop().run_in_executor(pool, self._q_close)
-        finally:
-            pool.shutdown(wait=False)
+        """Close the database (idempotent)."""
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
 
 
 def _item(row):
@@ -335,6 +311,7 @@ async def serve(host=DEFAULT_HOST, port=DEFAULT_PORT, db=":memory:", *, ready=No
 
     Raises:
         OSError: the address cannot be bound (e.g. the port is taken).
+        DatabaseError: the database cannot be opened.
     """
     loop = asyncio.get_running_loop()
     store = ItemStore(db)
@@ -396,6 +373,9 @@ def run_demo(args):
         return 130
     except OSError as exc:              # e.g. the port is taken
         print(f"flowcoro demo: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:        # e.g. --db names a file in a missing directory
+        print(f"flowcoro demo: cannot open the database {args.db}: {exc}", file=sys.stderr)
         return 1
     return 0
 

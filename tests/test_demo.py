@@ -311,6 +311,20 @@ def test_demo_port_in_use_is_a_clean_error():
     assert f"flowcoro demo: cannot serve on 127.0.0.1:{port}" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("what", ["missing directory", "not a database"])
+def test_demo_unusable_db_path_is_a_clean_error(tmp_path, what):
+    if what == "missing directory":
+        db = tmp_path / "no" / "such" / "dir" / "items.sqlite3"
+    else:
+        db = tmp_path / "garbage.sqlite3"
+        db.write_bytes(b"this is not an SQLite database file" * 100)
+    r = subprocess.run([sys.executable, "-m", "flowcoro", "demo", "--port", "0", "--db", str(db)],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r
+    assert "Traceback" not in r.stderr, r.stderr
+    assert f"flowcoro demo: cannot open the database {db}" in r.stderr, r.stderr
+
+
 def test_demo_second_sigint_during_shutdown_exits_130(tmp_path):
     # A request in flight keeps the graceful drain waiting; a second Ctrl-C
     # does not wait for it.
