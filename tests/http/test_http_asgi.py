@@ -658,6 +658,26 @@ def test_framing_headers_are_the_servers(kind):
     run(kind, main())
 
 
+def test_header_injection_from_the_app_is_refused(kind):
+    # CR/LF in a header value the app sends would split the response: the
+    # server refuses it (500), whether the body is whole or streamed.
+    async def handler(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-bad", b"a\r\nInjected: 1")]})
+        await send({"type": "http.response.body", "body": b"body",
+                    "more_body": scope["path"] == "/streamed"})
+
+    async def main():
+        async with serving(simple_app(handler)) as (srv, c):
+            for path in ("/whole", "/streamed"):
+                reply = await raw_exchange(srv.port, b"GET %s HTTP/1.1\r\nHost: h\r\n"
+                                                     b"Connection: close\r\n\r\n" % path.encode())
+                assert reply.startswith(b"HTTP/1.1 500 "), (path, reply)
+                assert b"Injected" not in reply
+
+    run(kind, main())
+
+
 @pytest.mark.xfail(reason=BUG_OVERLONG_BODY, strict=True)
 def test_streamed_body_longer_than_content_length_is_not_sent(kind):
     async def handler(scope, receive, send):
@@ -1071,6 +1091,20 @@ def test_cli_serve_workers_answer_from_two_processes(tmp_path):
     assert proc.pid not in pids                 # the parent only supervises
     assert rc == 0, out
     assert out.count("LIFESPAN lifespan.shutdown") == 2, out
+
+
+def test_cli_serve_exits_non_zero_when_lifespan_startup_fails(tmp_path):
+    (tmp_path / "asgi_cli_failing.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    assert scope['type'] == 'lifespan'\n"
+        "    await receive()\n"
+        "    await send({'type': 'lifespan.startup.failed', 'message': 'no database'})\n")
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
+    r = subprocess.run([sys.executable, "-m", "flowcoro", "serve", "asgi_cli_failing:app",
+                        "--port", str(_free_port())],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "no database" in r.stderr
 
 
 def test_cli_serve_bad_app_spec_fails(tmp_path):
