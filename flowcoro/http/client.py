@@ -277,12 +277,13 @@ class _Request:
     """A request ready to be written: head bytes plus a framed body."""
 
     __slots__ = ("method", "target", "headers", "body", "stream", "stream_length",
-                 "head", "keep_alive", "expect_continue", "host")
+                 "head", "keep_alive", "expect_continue", "host", "via")
 
     def __init__(self, method, target, headers, body, stream, stream_length, fixed=None,
-                 host=None):
+                 host=None, via=None):
         self.method = method
         self.host = host                # the caller's Host field, else None
+        self.via = via                  # through a proxy (plain http): its field lines
         self.target = target
         self.headers = headers          # Headers, without Host / framing fields; not mutated
         self.body = body                # bytes or None
@@ -292,8 +293,13 @@ class _Request:
             fixed = _field_block(headers)
         fields, self.keep_alive, expect = fixed
         self.expect_continue = expect and (body or stream is not None)
-        lines = [f"{method} {target.target} HTTP/1.1\r\nHost: {host or target.host_header}\r\n",
-                 fields]
+        if via is None:
+            lines = [f"{method} {target.target} HTTP/1.1\r\n"
+                     f"Host: {host or target.host_header}\r\n", fields]
+        else:
+            # RFC 9112 3.2.2: absolute-form to a proxy.
+            lines = [f"{method} http://{target.host_header}{target.target} HTTP/1.1\r\n"
+                     f"Host: {host or target.host_header}\r\n", via, fields]
         if stream is not None:
             if stream_length is not None:
                 lines.append(f"Content-Length: {stream_length}\r\n")
@@ -719,6 +725,9 @@ class HttpClient:
             :class:`~flowcoro.errors.RemoteProtocolError`.
         decompress: send ``Accept-Encoding: gzip, deflate`` and decode
             such bodies (``max_body`` then bounds the decoded size too).
+        proxy: an HTTP proxy URL (``"http://[user:password@]host:port"``):
+            plain-http requests go to it in absolute form, https ones
+            through a CONNECT tunnel (TLS end to end with the origin).
 
     Use it as ``async with HttpClient() as c:`` (or call :meth:`aclose`);
     a client belongs to the loop it is first used on.
@@ -726,7 +735,7 @@ class HttpClient:
 
     def __init__(self, base_url=None, *, timeout=Timeout(), max_connections_per_host=100,
                  keepalive_expiry=15.0, follow_redirects=True, max_redirects=20, verify=True,
-                 headers=None, response_limits=None, decompress=True):
+                 headers=None, response_limits=None, decompress=True, proxy=None):
         if base_url is not None:
             _Target(base_url)            # checked now, not at the first request
             base_url = base_url.rstrip("/")
@@ -764,6 +773,18 @@ class HttpClient:
         except TypeError as exc:
             raise InvalidArgumentError("response_limits", response_limits, str(exc)) from None
         self._verify = verify
+        self._proxy = None
+        self._proxy_fields = ""
+        if proxy is not None:
+            try:
+                p = _Target(proxy) if isinstance(proxy, str) else None
+            except InvalidRequestError:
+                p = None
+            if p is None or p.scheme != "http":
+                raise InvalidArgumentError("proxy", proxy, "an http:// proxy URL")
+            self._proxy = p
+            if p.auth is not None:
+                self._proxy_fields = f"Proxy-Authorization: {p.auth}\r\n"
         self._ssl = None
         self._loop = None
         self._pool = None
@@ -937,7 +958,8 @@ class HttpClient:
         if (headers is None and target.auth is None and json_value is _MISSING
                 and (data is None or isinstance(data, bytes))):
             # The common case: the client's own fields, encoded once.
-            return _Request(method, target, self._headers, data, None, None, self._fixed)
+            return _Request(method, target, self._headers, data, None, None, self._fixed,
+                            via=self._via(target))
         h = self._headers.copy()
         if target.auth is not None:
             h["Authorization"] = target.auth
@@ -987,7 +1009,8 @@ class HttpClient:
             if not user_length.isdigit():
                 raise InvalidRequestError(f"invalid Content-Length {user_length!r}")
             stream_length = int(user_length)
-        return _Request(method, target, h, body, stream, stream_length, host=host)
+        return _Request(method, target, h, body, stream, stream_length, host=host,
+                        via=self._via(target))
 
     async def _send(self, method, url, params, headers, data, json_value, timeout,
                     follow_redirects):
@@ -1066,7 +1089,8 @@ class HttpClient:
             body = req.body
         # A Host given by the caller holds while the origin does.
         host = req.host if new_target.key == target.key else None
-        return _Request(method, new_target, h, body, None, None, host=host), new_target
+        return (_Request(method, new_target, h, body, None, None, host=host,
+                         via=self._via(new_target)), new_target)
 
     def _release(self, conn, reusable):
         if self._pool is not None:
@@ -1078,14 +1102,55 @@ class HttpClient:
         else:  # pragma: no cover - a connection exists only with a pool
             conn.close()
 
+    def _via(self, target):
+        """The proxy's field lines for a plain-http request through it, else None."""
+        if self._proxy is None or target.scheme != "http":
+            return None
+        return self._proxy_fields
+
+    async def _open(self, conn, target):
+        """Open ``conn`` to ``target``: directly, or through the proxy."""
+        loop = self._loop
+        ssl_ctx = self._ssl_context() if target.scheme == "https" else None
+        proxy = self._proxy
+        if proxy is None:
+            await loop.create_connection(
+                lambda: conn, target.host, target.port, ssl=ssl_ctx,
+                server_hostname=target.host if ssl_ctx is not None else None)
+            return
+        await loop.create_connection(lambda: conn, proxy.host, proxy.port)
+        if ssl_ctx is None:
+            return
+        # https through the proxy: a CONNECT tunnel (RFC 9110 9.3.6), then TLS
+        # with the origin over it; the proxy sees only ciphertext.
+        authority = (f"[{target.host}]" if ":" in target.host else target.host) + \
+            f":{target.port}"
+        conn.start_request("CONNECT")
+        conn.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+                   f"{self._proxy_fields}\r\n".encode("latin-1"))
+        try:
+            while True:
+                ev = await conn.next_event(None, None)
+                if type(ev) is ResponseHead and not 100 <= ev.status_code < 200:
+                    break
+        except (HttpConnectionError, RemoteProtocolError) as exc:
+            raise ConnectError(f"proxy {proxy.host}:{proxy.port} failed the CONNECT to "
+                               f"{authority}: {exc}") from exc
+        if not 200 <= ev.status_code < 300:
+            raise ConnectError(f"proxy {proxy.host}:{proxy.port} refused the CONNECT to "
+                               f"{authority}: {ev.status_code} "
+                               f"{ev.reason.decode('latin-1')}")
+        # The parser stopped after the 2xx head; the tunnel gets a fresh one.
+        conn.events.clear()
+        conn.parser = ResponseParser(**self._limits)
+        conn.transport = await loop.start_tls(conn.transport, conn, ssl_ctx,
+                                              server_hostname=target.host)
+
     async def _connect(self, target, deadlines):
         loop = self._loop
         when, is_total = deadlines.at(deadlines.timeout.connect)
-        ssl_ctx = self._ssl_context() if target.scheme == "https" else None
         conn = Connection(loop, target.key, self._limits)
-        coro = loop.create_connection(
-            lambda: conn, target.host, target.port, ssl=ssl_ctx,
-            server_hostname=target.host if ssl_ctx is not None else None)
+        coro = self._open(conn, target)
         try:
             try:
                 if when is None:
