@@ -236,6 +236,7 @@ def build_app(store, *, access_log=True):
     if access_log:
         @app.middleware(kind="after")
         async def log_request(request, response):
+            """Access log: one line per routed request."""
             # print() of one short line: the terminal the demo runs in is
             # fast enough that this does not hold the loop up noticeably.
             print(f"{request.method} {request.path} {response.status}", flush=True)
@@ -243,17 +244,20 @@ def build_app(store, *, access_log=True):
 
     @app.get("/")
     async def index(request):
+        """GET /: the HTML page listing the endpoints."""
         host = request.headers.get("host") or "127.0.0.1:8080"
         return Response(_index_page(f"http://{host}"), content_type="text/html; charset=utf-8")
 
     @app.get("/healthz")
     async def healthz(request):
+        """GET /healthz: status, item count, versions."""
         loop = asyncio.get_running_loop()
         return {"status": "ok", "items": await store.count(), "flowcoro": flowcoro.__version__,
                 "loop": type(loop).__name__, "backend": getattr(loop, "backend", "-")}
 
     @app.get("/api/items")
     async def list_items(request):
+        """GET /api/items?prefix=&limit=: the items, by id."""
         q = request.query
         try:
             limit = int(q.get("limit", DEFAULT_LIMIT))
@@ -266,6 +270,7 @@ def build_app(store, *, access_log=True):
 
     @app.post("/api/items")
     async def create_item(request):
+        """POST /api/items: 201 with Location, or 400/409/422."""
         try:
             name, value = await _item_fields(request)
             item = await store.create(name, value)
@@ -277,11 +282,13 @@ def build_app(store, *, access_log=True):
 
     @app.get("/api/items/{id:int}")
     async def get_item(request):
+        """GET /api/items/{id}: the item, or 404."""
         item = await store.get(request.path_params["id"])
         return item if item is not None else _error(404, "no such item")
 
     @app.put("/api/items/{id:int}")
     async def put_item(request):
+        """PUT /api/items/{id}: replace the item, or 400/404/409/422."""
         try:
             name, value = await _item_fields(request)
             item = await store.update(request.path_params["id"], name, value)
@@ -293,6 +300,7 @@ def build_app(store, *, access_log=True):
 
     @app.delete("/api/items/{id:int}")
     async def delete_item(request):
+        """DELETE /api/items/{id}: 204, or 404."""
         if await store.delete(request.path_params["id"]):
             return None                 # 204 No Content
         return _error(404, "no such item")
@@ -321,6 +329,7 @@ async def serve(host=DEFAULT_HOST, port=DEFAULT_PORT, db=":memory:", *, ready=No
     installed = []
 
     def on_signal(signum):
+        """SIGINT/SIGTERM: begin the graceful shutdown."""
         # The first signal starts the graceful shutdown; the handlers are
         # removed so that a second Ctrl-C interrupts it (KeyboardInterrupt).
         for s in installed:
