@@ -269,6 +269,7 @@ def test_demo_sigterm_finishes_the_request_in_flight(demo):
         proc.send_signal(signal.SIGTERM)
         assert "shutting down" in proc.stdout.readline()
         s.sendall(body[5:])
+        s.settimeout(3)                 # the answer comes at once (not after the grace period)
         reply = b""
         while True:
             chunk = s.recv(65536)
