@@ -299,6 +299,17 @@ class Pool:
         self._sweeper = None
         self.closed = False
 
+    def take_idle(self, key):
+        """An idle, usable connection for ``key`` without waiting, or None."""
+        idle = self.idle.get(key)
+        while idle:
+            conn = idle.pop()
+            conn.in_pool = False
+            if conn.usable() and not conn.events:
+                return conn
+            self._drop(conn)
+        return None
+
     async def acquire(self, key, connect, when):
         """A connection for ``key``: an idle one, a new one, or one freed later.
 
@@ -306,13 +317,9 @@ class Pool:
         wait for a free slot (loop time; PoolTimeout after it).
         """
         while True:
-            idle = self.idle.get(key)
-            while idle:
-                conn = idle.pop()
-                conn.in_pool = False
-                if conn.usable() and not conn.events:
-                    return conn, True
-                self._drop(conn)
+            conn = self.take_idle(key)
+            if conn is not None:
+                return conn, True
             n = self.open.get(key, 0)
             if n < self.max_per_host:
                 self.open[key] = n + 1

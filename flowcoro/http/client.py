@@ -352,7 +352,7 @@ class Response:
     """
 
     __slots__ = ("status", "reason", "http_version", "_headers", "_raw_headers", "url",
-                 "method", "history", "trailers", "_conn", "_client", "_content", "_deadlines",
+                 "method", "history", "_trailers", "_conn", "_client", "_content", "_deadlines",
                  "_reusable", "_streamed", "_closed", "_decoder")
 
     def __init__(self, head, url, method, conn, client, deadlines, reusable):
@@ -364,7 +364,7 @@ class Response:
         self.url = url
         self.method = method
         self.history = []
-        self.trailers = Headers()
+        self._trailers = None           # raw trailer list once the body ended
         self._conn = conn
         self._client = client
         self._content = None
@@ -378,6 +378,12 @@ class Response:
                 if name == b"content-encoding":
                     self._decoder = _Decoder.make(head.headers, client._limits.get("max_body"))
                     break
+
+    @property
+    def trailers(self):
+        """A chunked body's trailer fields (:class:`Headers`; empty before the
+        body ended or without trailers)."""
+        return Headers._from_raw(self._trailers or ())
 
     @property
     def headers(self):
@@ -518,8 +524,7 @@ class Response:
 
     def _finish(self, eom):
         """The body is complete: keep trailers, give the connection back."""
-        if eom.trailers:
-            self.trailers = Headers._from_raw(eom.trailers)
+        self._trailers = eom.trailers
         conn, self._conn = self._conn, None
         self._closed = True
         if conn is not None:
@@ -1173,15 +1178,19 @@ class HttpClient:
     async def _send_one(self, req, target, deadlines):
         pool = self._pool
         for attempt in (0, 1):
-            when, is_total = deadlines.at(deadlines.timeout.pool)
-            try:
-                conn, reused = await pool.acquire(
-                    target.key, lambda: self._connect(target, deadlines), when)
-            except PoolTimeout:
-                # The pool wait's own timer; connect errors pass through as they are.
-                if is_total:
-                    raise deadlines.total_error() from None
-                raise
+            conn = pool.take_idle(target.key)
+            if conn is not None:
+                reused = True
+            else:
+                when, is_total = deadlines.at(deadlines.timeout.pool)
+                try:
+                    conn, reused = await pool.acquire(
+                        target.key, lambda: self._connect(target, deadlines), when)
+                except PoolTimeout:
+                    # The pool wait's own timer; connect errors pass through as they are.
+                    if is_total:
+                        raise deadlines.total_error() from None
+                    raise
             try:
                 head, written = await self._exchange(conn, req, deadlines)
             except HttpConnectionError:
@@ -1227,8 +1236,10 @@ class HttpClient:
                     # connection's framing is unknown to the server: do not reuse.
                     return ev, False
             written = await self._write_body(conn, req, deadlines)
+        when, is_total = deadlines.at(deadlines.timeout.read)
+        exc_factory = deadlines.total_error if is_total else _read_timeout
         while True:
-            ev = await self._next_event(conn, deadlines)
+            ev = await conn.next_event(when, exc_factory)
             if type(ev) is ResponseHead:
                 if 100 <= ev.status_code < 200 and ev.status_code != 101:
                     continue            # interim (RFC 9110 15.2): its EndOfMessage follows
@@ -1256,10 +1267,6 @@ class HttpClient:
             if deadlines.total_at is not None and loop.time() >= deadlines.total_at:
                 raise deadlines.total_error() from None
             return None
-
-    async def _next_event(self, conn, deadlines):
-        when, is_total = deadlines.at(deadlines.timeout.read)
-        return await conn.next_event(when, deadlines.total_error if is_total else _read_timeout)
 
     async def _drain_writes(self, conn, deadlines):
         when, is_total = deadlines.at(deadlines.timeout.write)
