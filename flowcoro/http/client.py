@@ -1021,9 +1021,9 @@ class HttpClient:
                     follow_redirects):
         if self._closed:
             raise InvalidStateError("the client is closed")
-        loop = self._loop
-        if loop is None or self._pool is None:
-            loop = self._bind()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind()                # first use, or InvalidStateError on another loop
         timeout = self.timeout if timeout is _MISSING else _as_timeout(timeout)
         deadlines = _Deadlines(loop, timeout)
         target = self._target(url, params)

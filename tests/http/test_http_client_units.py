@@ -178,3 +178,7 @@ def test_client_bound_to_one_loop():
     flowcoro.run(use())
     with pytest.raises(InvalidStateError):
         flowcoro.run(use())
+    c2 = HttpClient()
+    flowcoro.run(c2.__aenter__())
+    with pytest.raises(InvalidStateError, match="loop"):
+        flowcoro.run(c2.get("http://127.0.0.1:9/"))
