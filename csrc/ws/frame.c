@@ -167,6 +167,12 @@ static int fail(fc_ws_parser_t *p, int err, uint64_t at)
     return FC_WS_EPARSE;
 }
 
+void fc_ws_parser_set_dest(fc_ws_parser_t *p, uint8_t *dest)
+{
+    if (p->state == S_PAYLOAD && p->frame_done == 0 && p->opcode == FC_WS_OP_BINARY)
+        p->dest = dest;
+}
+
 int fc_ws_parser_set_error(fc_ws_parser_t *p, int err)
 {
     return fail(p, err, p->offset);
@@ -292,6 +298,15 @@ static int on_frame_end(fc_ws_parser_t *p, fc_ws_event_t *ev, uint64_t at)
         if (!p->fin) return 0;
         if (p->msg_type == FC_WS_OP_TEXT && !p->msg_compressed && p->utf8 != FC_UTF8_ACCEPT)
             return fail(p, FC_WS_E_TEXT_UTF8, at);
+        if (p->dest) {
+            /* the caller's storage holds the whole (single-frame) message */
+            ev->type = FC_WS_EV_BINARY;
+            ev->data = p->dest;
+            ev->len = (size_t)p->frame_len;
+            p->dest = NULL;
+            p->msg_type = 0;
+            return 0;
+        }
         ev->type = p->msg_type == FC_WS_OP_TEXT ? FC_WS_EV_TEXT : FC_WS_EV_BINARY;
         ev->data = p->buf;
         ev->len = p->buf_len;
@@ -385,6 +400,13 @@ int fc_ws_parser_execute(fc_ws_parser_t *p, const uint8_t *data, size_t len, fc_
                 goto done;
             }
             p->state = S_PAYLOAD;
+            p->dest = NULL;
+            if ((p->flags & FC_WS_CALLER_BUFFERS) && p->opcode == FC_WS_OP_BINARY && p->fin &&
+                !p->msg_compressed && p->frame_len >= FC_WS_RESERVE_MIN) {
+                ev->type = FC_WS_EV_RESERVE;
+                ev->len = (size_t)p->frame_len;
+                goto done;
+            }
             continue;
         }
         /* S_PAYLOAD */
@@ -393,6 +415,8 @@ int fc_ws_parser_execute(fc_ws_parser_t *p, const uint8_t *data, size_t len, fc_
         uint8_t *dst;
         if (p->opcode >= 8) {
             dst = p->ctl + p->frame_done;
+        } else if (p->dest) {
+            dst = p->dest + p->frame_done;
         } else {
             if (p->frame_done == 0 && reserve(p, p->frame_len) < 0) {
                 p->offset += i;
@@ -414,7 +438,7 @@ int fc_ws_parser_execute(fc_ws_parser_t *p, const uint8_t *data, size_t len, fc_
                     return fail(p, FC_WS_E_TEXT_UTF8, at_bad);
                 }
             }
-            p->buf_len += n;
+            if (!p->dest) p->buf_len += n;
         }
         p->frame_done += n;
         i += n;

@@ -68,6 +68,14 @@
 /* Parser options (the `flags` of fc_ws_parser_init). */
 #define FC_WS_CLIENT     (1u << 0)  /* we are the client: frames must come unmasked */
 #define FC_WS_ALLOW_RSV1 (1u << 1)  /* permessage-deflate: RSV1 on a message's first frame */
+#define FC_WS_CALLER_BUFFERS (1u << 2)  /* offer big single-frame binary messages a caller buffer */
+
+/* With FC_WS_CALLER_BUFFERS, a single-frame uncompressed binary message of
+ * at least this many bytes is announced by FC_WS_EV_RESERVE, and the caller
+ * may hand over the final object's storage (fc_ws_parser_set_dest): the
+ * payload is then unmasked straight into it, saving the copy out of the
+ * message buffer.  Below it the copy costs less than the round trip. */
+#define FC_WS_RESERVE_MIN 1024u
 
 /* The message buffer is freed after a message when it grew past this:
  * an occasional big message must not pin its memory for the connection's
@@ -109,7 +117,9 @@ enum {
     FC_WS_EV_BINARY,     /* a complete binary message */
     FC_WS_EV_PING,
     FC_WS_EV_PONG,
-    FC_WS_EV_CLOSE       /* close frame; code 0 = no status code (1005 to the app) */
+    FC_WS_EV_CLOSE,      /* close frame; code 0 = no status code (1005 to the app) */
+    FC_WS_EV_RESERVE     /* a single-frame binary message of ev->len bytes starts (see
+                            FC_WS_CALLER_BUFFERS); the BINARY event follows */
 };
 
 typedef struct {
@@ -141,6 +151,7 @@ typedef struct {
     uint8_t *buf;              /* message payload; buf_len <= max_message */
     size_t buf_len, buf_cap;
     uint8_t ctl[125];          /* control payload of the current frame */
+    uint8_t *dest;             /* caller's storage for the current frame (after RESERVE), or NULL */
     /* error */
     int error;                 /* fc_ws_error_t, sticky */
     uint64_t offset;           /* input bytes consumed since init */
@@ -154,6 +165,12 @@ void fc_ws_parser_free(fc_ws_parser_t *p);   /* frees the buffer; the struct may
 /* Make the parser fail with `err` (sticky), for errors the caller finds
  * after an event (inflating a compressed message).  Returns FC_WS_EPARSE. */
 int fc_ws_parser_set_error(fc_ws_parser_t *p, int err);
+
+/* Right after FC_WS_EV_RESERVE: unmask the announced message into `dest`
+ * (room for ev->len bytes, owned by the caller and kept alive until the
+ * BINARY event, whose data then is `dest`).  Not calling it is fine: the
+ * parser's own buffer is used.  Ignored at any other time. */
+void fc_ws_parser_set_dest(fc_ws_parser_t *p, uint8_t *dest);
 
 /* Consume input until one event is complete or the input is used up.
  * Returns 0 (ev->type says what came, ev->consumed how much input was

@@ -14,6 +14,7 @@ cdef extern from "ws/frame.h" nogil:
     int FC_WS_OP_CONT, FC_WS_OP_TEXT, FC_WS_OP_BINARY, FC_WS_OP_CLOSE, FC_WS_OP_PING, FC_WS_OP_PONG
     uint32_t FC_WS_CLIENT
     uint32_t FC_WS_ALLOW_RSV1
+    uint32_t FC_WS_CALLER_BUFFERS
 
     const char *fc_ws_error_name(int err)
     const char *fc_ws_error_message(int err)
@@ -26,6 +27,7 @@ cdef extern from "ws/frame.h" nogil:
         FC_WS_EV_PING
         FC_WS_EV_PONG
         FC_WS_EV_CLOSE
+        FC_WS_EV_RESERVE
 
     ctypedef struct fc_ws_event_t:
         int type
@@ -49,6 +51,7 @@ cdef extern from "ws/frame.h" nogil:
     int FC_WS_E_INFLATE
     int FC_WS_E_INFLATED_TOO_BIG
     int FC_WS_E_TEXT_UTF8
+    void fc_ws_parser_set_dest(fc_ws_parser_t *p, uint8_t *dest)
     int fc_ws_parser_set_error(fc_ws_parser_t *p, int err)
     int fc_ws_parser_execute(fc_ws_parser_t *p, const uint8_t *data, size_t len, fc_ws_event_t *ev)
     void fc_ws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t *key, uint64_t pos)

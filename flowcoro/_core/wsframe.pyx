@@ -203,13 +203,17 @@ cdef class FrameParser:
     cdef int wbits
     cdef bint reset_inflater
     cdef bint closed_
+    # The bytes object a big binary message is being unmasked into (after a
+    # RESERVE event), handed out as the message itself: no copy.  Private
+    # and with one reference until then, so writing into it is sound.
+    cdef bytes pending
 
     def __cinit__(self):
         fc_ws_parser_init(&self.p, 0, 0, 0)
 
     def __init__(self, *, bint client, max_message=1 << 20, max_frame=None, deflate=None):
         """Make a parser; the arguments are described on the class."""
-        cdef uint32_t flags = FC_WS_CLIENT if client else 0
+        cdef uint32_t flags = FC_WS_CALLER_BUFFERS | (FC_WS_CLIENT if client else 0)
         self.client = client
         self.max_message = _limit(max_message, "max_message")
         if deflate is not None:
@@ -274,8 +278,16 @@ cdef class FrameParser:
                 else:
                     # Already validated in C; the decoder's ASCII path is fast.
                     obj = PyUnicode_DecodeUTF8(<const char *>ev.data, ev.len, NULL)
+            elif ev.type == FC_WS_EV_RESERVE:
+                self.pending = PyBytes_FromStringAndSize(NULL, ev.len)
+                fc_ws_parser_set_dest(&self.p, <uint8_t *>PyBytes_AS_STRING(self.pending))
+                continue
             elif ev.type == FC_WS_EV_BINARY:
-                if ev.compressed:
+                if self.pending is not None and \
+                        ev.data == <const uint8_t *>PyBytes_AS_STRING(self.pending):
+                    obj = self.pending
+                    self.pending = None
+                elif ev.compressed:
                     obj = self._inflate(ev.data, ev.len, False, out)
                 else:
                     obj = PyBytes_FromStringAndSize(<const char *>ev.data, ev.len)
