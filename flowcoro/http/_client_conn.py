@@ -171,6 +171,9 @@ class Connection(asyncio.Protocol):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        dw = self._drain_waiter
+        if dw is not None and self.events and not dw.done():
+            dw.set_result(None)         # a writer stops when the response starts
 
     def start_request(self, method):
         """Prepare for a new request/response exchange with ``method``."""
@@ -188,9 +191,13 @@ class Connection(asyncio.Protocol):
         """Wait while the transport's write buffer is over its high-water mark.
 
         ``when`` is the loop time to give up (None: no limit), then
-        ``exc_factory()`` is raised.
+        ``exc_factory()`` is raised.  Returns True once drained, False when
+        the response started first (a server may answer, 413 say, without
+        reading the rest of the request: the caller stops writing).
         """
         while self._write_paused and not self.closed:
+            if self.events:
+                return False
             fut = self.loop.create_future()
             self._drain_waiter = fut
             handle = None
@@ -204,6 +211,7 @@ class Connection(asyncio.Protocol):
                     handle.cancel()
         if self.closed and not self.events and self.error is None:
             raise self._closed_error()
+        return not self._write_paused
 
     def _closed_error(self):
         if self.error is not None:

@@ -1222,11 +1222,11 @@ class HttpClient:
                 conn.write(req.head)
                 conn.write(req.body)
             if conn._write_paused:
-                await self._drain_writes(conn, deadlines)
+                written = await self._drain_writes(conn, deadlines)
         elif req.body is None and req.stream is None:
             conn.write(req.head)
             if conn._write_paused:
-                await self._drain_writes(conn, deadlines)
+                written = await self._drain_writes(conn, deadlines)
         else:
             conn.write(req.head)
             if req.expect_continue:
@@ -1269,15 +1269,16 @@ class HttpClient:
             return None
 
     async def _drain_writes(self, conn, deadlines):
+        """Wait for room to write; False when the response started first."""
         when, is_total = deadlines.at(deadlines.timeout.write)
-        await conn.drain(when, deadlines.total_error if is_total else write_timeout_error)
+        return await conn.drain(when, deadlines.total_error if is_total else write_timeout_error)
 
     async def _write_body(self, conn, req, deadlines):
         """Write the body; returns False when the server answered first (stop early)."""
         if req.stream is None:
             conn.write(req.body)
             if conn._write_paused:
-                await self._drain_writes(conn, deadlines)
+                return await self._drain_writes(conn, deadlines)
             return True
         chunked = req.stream_length is None
         sent = 0
@@ -1299,8 +1300,8 @@ class HttpClient:
                     raise InvalidRequestError(
                         f"the body stream is longer than its Content-Length {req.stream_length}")
                 conn.write(piece)
-            if conn._write_paused:
-                await self._drain_writes(conn, deadlines)
+            if conn._write_paused and not await self._drain_writes(conn, deadlines):
+                return False
         if chunked:
             if conn.events or conn.closed:
                 return False
@@ -1310,7 +1311,7 @@ class HttpClient:
                 f"the body stream ended after {sent} of its Content-Length "
                 f"{req.stream_length} bytes")
         if conn._write_paused:
-            await self._drain_writes(conn, deadlines)
+            return await self._drain_writes(conn, deadlines)
         return True
 
 

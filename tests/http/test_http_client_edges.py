@@ -568,3 +568,29 @@ def test_reset_cuts_a_read_until_close_body():
             with pytest.raises(HttpConnectionError, match="connection lost"):
                 await c.get("/")
     flowcoro.run(main())
+
+
+def test_answer_while_the_upload_is_stuck():
+    # The server answers 413 after the head and stops reading (without
+    # closing): the client, blocked on a full socket buffer, takes the answer
+    # instead of waiting for the write timeout, and does not reuse the
+    # connection (part of the body is still unsent).
+    async def handler(reader, writer, srv):
+        await srv.read_head(reader)
+        writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nnope")
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async def main():
+        async with RawServer(handler) as srv, \
+                HttpClient(srv.url, timeout=Timeout(write=10, total=8)) as c:
+            r = await c.post("/", data=b"b" * (32 * 1024 * 1024))
+            assert r.status == 413 and r.content == b"nope"
+            assert c.idle_connections() == 0
+
+            async def body():
+                while True:
+                    yield b"s" * 65536
+            r = await c.post("/", data=body())
+            assert r.status == 413 and c.idle_connections() == 0
+    flowcoro.run(main())
