@@ -12,7 +12,9 @@ Workloads follow ../shared/bench/db (its README and BASELINE.md):
          variant: copy (COPY FROM STDIN) and executemany (in one transaction); rows/s
   mysql  the pk workload on MariaDB: flowcoro.db pool vs asyncmy's own pool
 Subjects (pools of --conc connections, autocommit):
-  flowcoro     flowcoro.db.create_pool (psycopg underneath, pipeline mode)
+  flowcoro     flowcoro.db.create_pool(min=max=conc) (psycopg underneath, pipeline mode)
+  flowcoro-pipelined  the same with conc/5 connections and pipeline=5: one-statement
+               calls share a busy connection (the tx workload still takes one each)
   psycopg-pool psycopg_pool.AsyncConnectionPool (psycopg 3, C implementation)
   asyncpg      asyncpg.create_pool (when installed)
   asyncmy      asyncmy.create_pool (MySQL only)
@@ -43,8 +45,9 @@ def row(i):
 
 
 # -- subjects: each returns dict(pk=, tx=, bulk={variant: fn}, close=) ---------------------
-async def flowcoro_pg(conc):
-    pool = await fdb.create_pool(PG_URL, conc, conc)
+async def flowcoro_pg(conc, size=None, pipeline=1):
+    size = size or conc
+    pool = await fdb.create_pool(PG_URL, size, size, pipeline=pipeline)
     pk_sql = "SELECT id, name, value FROM bench_pk WHERE id = $1"
 
     async def pk(i):
@@ -62,6 +65,14 @@ async def flowcoro_pg(conc):
         async with pool.transaction() as c:
             await c.executemany(f"INSERT INTO {table} (id, name, value) VALUES ($1, $2, $3)", rows)
     return dict(pk=pk, tx=tx, bulk={"copy": copy, "executemany": many}, close=pool.close)
+
+
+async def flowcoro_pg_pipelined(conc):
+    """flowcoro.db with a pool of conc/5 connections, 5 calls pipelined on each."""
+    size = max(1, conc // 5)
+    ops = await flowcoro_pg(conc, size=size, pipeline=5)
+    del ops["bulk"], ops["tx"]          # bulk: same code as flowcoro's; tx: one connection each
+    return ops
 
 
 async def psycopg_pool_pg(conc):
@@ -150,7 +161,8 @@ def _have(mod):
         return False
 
 
-PG_SUBJECTS = {"flowcoro": flowcoro_pg, "psycopg-pool": psycopg_pool_pg}
+PG_SUBJECTS = {"flowcoro": flowcoro_pg, "psycopg-pool": psycopg_pool_pg,
+               "flowcoro-pipelined": flowcoro_pg_pipelined}
 if _have("asyncpg"):
     PG_SUBJECTS["asyncpg"] = asyncpg_pg
 MYSQL_SUBJECTS = {"flowcoro": flowcoro_mysql, "asyncmy": asyncmy_mysql}
@@ -235,6 +247,8 @@ async def measure(factory, workload, a):
     out = []
     try:
         if workload in ("pk", "tx", "mysql"):
+            if workload not in ops and workload != "mysql":
+                return out
             op = ops["tx"] if workload == "tx" else ops["pk"]
             if workload == "tx":
                 await reset_tx_table()
@@ -245,7 +259,7 @@ async def measure(factory, workload, a):
             if workload == "tx" and await tx_sum() != n_warm + n:
                 raise RuntimeError("tx check failed")
             out.append((workload, n / dt, 1e6 * cpu / n))
-        elif workload == "bulk":
+        elif workload == "bulk" and "bulk" in ops:
             data = [row(i) for i in range(1, N_BULK + 1)]
             for variant, fn in ops["bulk"].items():
                 await fresh_bulk_table("bench_bulk_fc")

@@ -112,6 +112,7 @@ def create_pool(url: str, min_size: int = 1, max_size: int = 10, *,
         min_size, max_size = min(min_size, 1), 1
 
     async def opener() -> Connection:
+        """Open one connection of the pool."""
         return await connect(url, **options)
 
     return Pool(opener, min_size=min_size, max_size=max_size, acquire_timeout=acquire_timeout,

@@ -188,7 +188,24 @@ class MySQLConnection(Connection):
         return QueryResult([], (), cur.rowcount, cur.lastrowid or None)
 
     async def _rows(self, q: str, one: bool):
-        """The hot path of fetch/fetchrow/fetchval: (rows or first row, description)."""
+        """The hot path of fetch/fetchrow/fetchval: (rows or first row, description).
+
+        Takes the connection's turn itself when it is free (the common case:
+        one frame and no future less than going through _command)."""
+        if self._active or self._turns or self._broken is not None or self._closed:
+            return await self._command(self._rows_now, q, one)
+        self._active = True
+        try:
+            return await self._rows_now(q, one)
+        except BaseException as e:
+            err = self._fail(e) if not isinstance(e, DatabaseError) else e
+            if err is None or err is e:
+                raise
+            raise err from e
+        finally:
+            self._pass_turn()
+
+    async def _rows_now(self, q: str, one: bool):
         cur = self._c.cursor()
         await cur.execute(q)
         if one:
@@ -197,7 +214,7 @@ class MySQLConnection(Connection):
 
     async def fetch(self, sql: str, params=None, *, mapping: bool = False) -> list:
         """All rows of a query: tuples, or dicts with ``mapping=True``."""
-        rows, desc = await self._command(self._rows, self._render(sql, params), False)
+        rows, desc = await self._rows(self._render(sql, params), False)
         if mapping and desc:
             cols = [d[0] for d in desc]
             return [dict(zip(cols, r)) for r in rows]
@@ -205,14 +222,14 @@ class MySQLConnection(Connection):
 
     async def fetchrow(self, sql: str, params=None, *, mapping: bool = False):
         """The first row (tuple, or dict with ``mapping=True``), or None."""
-        row, desc = await self._command(self._rows, self._render(sql, params), True)
+        row, desc = await self._rows(self._render(sql, params), True)
         if mapping and row is not None:
             return _as_mapping([d[0] for d in desc], row)
         return row
 
     async def fetchval(self, sql: str, params=None, column: int = 0):
         """Column ``column`` of the first row, or None when there is no row."""
-        row, _ = await self._command(self._rows, self._render(sql, params), True)
+        row, _ = await self._rows(self._render(sql, params), True)
         return None if row is None else row[column]
 
     # -- the Connection interface --------------------------------------------------

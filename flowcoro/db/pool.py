@@ -295,6 +295,20 @@ class Pool:
         """
         return _Acquire(self, timeout)
 
+    def _take_idle(self):
+        """A free connection that needs no check, or None (no await: the
+        fast path of the one-statement calls)."""
+        idle = self._idle
+        if idle and self._state == "open":
+            conn = idle[-1]
+            if (conn._broken is None and not conn._closed
+                    and _now() - conn._fc_used < self.health_check_after
+                    and _now() - conn._fc_born <= self.max_lifetime):
+                idle.pop()
+                self._lent.add(conn)
+                return conn
+        return None
+
     async def _acquire(self, timeout=...) -> Connection:
         if self._state != "open":
             if self._state == "new":
@@ -547,10 +561,7 @@ class Pool:
             if best is not None:
                 best._fc_share += 1
                 return best
-        conn = await self._acquire()
-        conn._fc_share = 1
-        self._shared.append(conn)
-        return conn
+        return await self._acquire()
 
     def _release_shared(self, conn: Connection) -> None:
         conn._fc_share -= 1
@@ -561,7 +572,11 @@ class Pool:
     # -- one-call helpers -------------------------------------------------------------
     async def execute(self, sql: str, params: Sequence | None = None) -> QueryResult:
         """``execute`` on a borrowed connection; see :meth:`Connection.execute`."""
-        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
+        conn = self._take_idle() or (await self._acquire_shared() if self.pipeline > 1
+                                     else await self._acquire())
+        if self.pipeline > 1 and conn._fc_share == 0:
+            conn._fc_share = 1
+            self._shared.append(conn)
         try:
             return await conn.execute(sql, params)
         finally:
@@ -569,7 +584,11 @@ class Pool:
 
     async def fetch(self, sql: str, params: Sequence | None = None, *, mapping: bool = False) -> list:
         """``fetch`` on a borrowed connection; see :meth:`Connection.fetch`."""
-        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
+        conn = self._take_idle() or (await self._acquire_shared() if self.pipeline > 1
+                                     else await self._acquire())
+        if self.pipeline > 1 and conn._fc_share == 0:
+            conn._fc_share = 1
+            self._shared.append(conn)
         try:
             return await conn.fetch(sql, params, mapping=mapping)
         finally:
@@ -577,7 +596,11 @@ class Pool:
 
     async def fetchrow(self, sql: str, params: Sequence | None = None, *, mapping: bool = False):
         """``fetchrow`` on a borrowed connection; see :meth:`Connection.fetchrow`."""
-        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
+        conn = self._take_idle() or (await self._acquire_shared() if self.pipeline > 1
+                                     else await self._acquire())
+        if self.pipeline > 1 and conn._fc_share == 0:
+            conn._fc_share = 1
+            self._shared.append(conn)
         try:
             return await conn.fetchrow(sql, params, mapping=mapping)
         finally:
@@ -585,7 +608,11 @@ class Pool:
 
     async def fetchval(self, sql: str, params: Sequence | None = None, column: int = 0):
         """``fetchval`` on a borrowed connection; see :meth:`Connection.fetchval`."""
-        conn = await self._acquire_shared() if self.pipeline > 1 else await self._acquire()
+        conn = self._take_idle() or (await self._acquire_shared() if self.pipeline > 1
+                                     else await self._acquire())
+        if self.pipeline > 1 and conn._fc_share == 0:
+            conn._fc_share = 1
+            self._shared.append(conn)
         try:
             return await conn.fetchval(sql, params, column)
         finally:

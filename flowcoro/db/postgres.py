@@ -25,6 +25,11 @@ machinery, which is where most of its per-query client cost goes.
   first execution, so preparing costs no round trip.
 * Results come back in binary format by default (``binary=False`` asks
   for text), parsed by psycopg's C loaders.
+* ``BEGIN`` is not sent on its own: it rides in the same flight (same
+  Sync) as the transaction's first statement, saving a round trip per
+  transaction.  In one Sync group the server runs BEGIN, then the
+  statement, so the statement can never run outside the transaction; an
+  empty transaction sends nothing at all.
 
 Invariants:
 * ``_ops`` holds one entry per Sync sent and not yet answered, in order;
@@ -119,6 +124,7 @@ class PostgresConnection(Connection):
         self._read_waiter = None
         self._gate = None           # a Future while COPY owns the connection
         self._commit_in_flight = False
+        self._begin_sql: bytes | None = None    # a BEGIN not sent yet (see _begin)
         pg.nonblocking = 1
         pg.enter_pipeline_mode()
         self._loop.add_reader(self._fd, self._on_readable)
@@ -284,6 +290,10 @@ class PostgresConnection(Connection):
         vals, types, fmts = self._dump(params)
         nq = 1
         key = None
+        if self._begin_sql is not None:
+            pg.send_query_params(self._begin_sql, None, None, None, 0)
+            self._begin_sql = None
+            nq += 1
         if prepare and self._cache_size:
             k = (sql, types)
             name = self._stmts.get(k)
@@ -425,6 +435,10 @@ class PostgresConnection(Connection):
             # batch is still being sent; ``nq`` grows with every statement.
             op = _Op(self._loop.create_future(), 0, count=True)
             self._ops.append(op)
+            if self._begin_sql is not None:
+                pg.send_query_params(self._begin_sql, None, None, None, 0)
+                self._begin_sql = None
+                op.nq += 1
             try:
                 for params in seq_of_params:
                     vals, types, fmts = self._dump(params)
@@ -513,14 +527,25 @@ class PostgresConnection(Connection):
         await self._run(sql, None, prepare=False)
 
     async def _begin(self, isolation, readonly) -> None:
+        # Deferred: sent with the next statement (see the module doc).
+        self._check_open()
         sql = "BEGIN"
         if isolation:
             sql += " ISOLATION LEVEL " + isolation
         if readonly:
             sql += " READ ONLY"
-        await self._run(sql, None, prepare=False)
+        self._begin_sql = sql.encode()
+
+    async def _rollback(self) -> None:
+        if self._begin_sql is not None:
+            self._begin_sql = None          # nothing was sent: nothing to undo
+            return
+        await self._run("ROLLBACK", None, prepare=False)
 
     async def _commit(self) -> None:
+        if self._begin_sql is not None:
+            self._begin_sql = None          # an empty transaction
+            return
         self._commit_in_flight = True
         try:
             await self._run("COMMIT", None, prepare=False)
@@ -530,7 +555,8 @@ class PostgresConnection(Connection):
     def _server_in_transaction(self) -> bool:
         # libpq's view after the last answer: 0 IDLE, 1 ACTIVE (a query in
         # flight), 2 INTRANS, 3 INERROR, 4 UNKNOWN (connection bad).
-        return self._broken is None and not self._closed and self._pg.transaction_status in (2, 3)
+        return self._broken is None and not self._closed and (
+            self._begin_sql is not None or self._pg.transaction_status in (2, 3))
 
     @property
     def busy(self) -> bool:
@@ -555,11 +581,17 @@ class PostgresConnection(Connection):
         # so a mistake raises here; executions use the per-connection cache.
         if self._gate is not None:
             await self._wait_gate()
+        self._check_open()
         pg = self._pg
+        nq = 2
+        if self._begin_sql is not None:
+            pg.send_query_params(self._begin_sql, None, None, None, 0)
+            self._begin_sql = None
+            nq += 1
         pg.send_prepare(b"", sql.encode(self._encoding), None)
         pg.send_describe_prepared(b"")
         pg.pipeline_sync()
-        op = _Op(self._loop.create_future(), 2)
+        op = _Op(self._loop.create_future(), nq)
         self._ops.append(op)
         self._flush()
         r = await self._wait(op)

@@ -24,6 +24,7 @@ import itertools
 import queue
 import sqlite3
 import threading
+import weakref
 
 from flowcoro.db._base import Connection, PreparedStatement, QueryResult
 from flowcoro.db._errors import from_sqlite
@@ -186,6 +187,9 @@ class SQLiteConnection(Connection):
         w = _Worker(path, timeout, wal, asyncio.get_running_loop())
         w.start()
         self = cls(w)
+        # A connection dropped without close() must not leave its thread
+        # blocked on the queue forever: stop it when the object goes.
+        weakref.finalize(self, w.jobs.put, _STOP)
         try:
             await self._call(_open)
         except BaseException:

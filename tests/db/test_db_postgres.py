@@ -141,3 +141,41 @@ def test_pool_pipelines_one_statement_calls(run, postgres_url):
         with pytest.raises(InvalidArgumentError):
             db.create_pool(postgres_url, pipeline=0)
     run(main())
+
+
+def test_begin_rides_with_the_first_statement(run, postgres_url, table):
+    async def main():
+        conn = await db.connect(postgres_url)
+        async with conn.transaction():
+            assert conn.in_transaction and conn._begin_sql is not None   # nothing sent yet
+        assert not conn.in_transaction and conn._begin_sql is None
+        # the first statement fails: the transaction did start (it is aborted now)
+        with pytest.raises(DataError):
+            async with conn.transaction():
+                try:
+                    await conn.fetchval("SELECT 1 / 0")
+                except DataError:
+                    with pytest.raises(ProgrammingError) as ei:     # 25P02: in failed transaction
+                        await conn.fetchval("SELECT 1")
+                    assert ei.value.sqlstate == "25P02"
+                    raise
+        assert not conn.in_transaction
+        # first statements of other kinds carry it too
+        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+        for first in ("executemany", "prepare", "savepoint"):
+            with pytest.raises(KeyError):
+                async with conn.transaction():
+                    if first == "executemany":
+                        await conn.executemany(f"INSERT INTO {table} VALUES ($1)", [(1,), (2,)])
+                    elif first == "prepare":
+                        await conn.prepare(f"SELECT id FROM {table}")
+                        await conn.execute(f"INSERT INTO {table} VALUES (3)")
+                    else:
+                        async with conn.transaction():
+                            await conn.execute(f"INSERT INTO {table} VALUES (4)")
+                    assert await conn.fetchval(f"SELECT count(*) FROM {table}") > 0
+                    raise KeyError
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0
+        await conn.execute(f"DROP TABLE {table}")
+        await conn.close()
+    run(main())
