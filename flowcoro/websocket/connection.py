@@ -331,6 +331,13 @@ class WebSocketConnection(asyncio.Protocol):
             raise self._closed_error()
 
     def _data_frame(self, message):
+        if self._compressor is None:
+            # the common case first: no permessage-deflate
+            t = type(message)
+            if t is str:
+                return self._builder.text(message)
+            if t is bytes:
+                return self._builder.binary(message)
         if type(message) is str:
             op, data = _OP_TEXT, message
         elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -355,7 +362,8 @@ class WebSocketConnection(asyncio.Protocol):
             WebSocketClosed: the connection is closing or closed.
             TypeError: ``message`` is neither str nor bytes-like.
         """
-        self._check_open()
+        if self._state is not OPEN or self._close_rcvd is not None:
+            raise self._closed_error()
         self._transport.write(self._data_frame(message))
         if self._write_paused:
             await self._drain()

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""WebSocket echo throughput: N connections, one message in flight each.
+
+    .venv/bin/python bench/websocket/bench_echo.py [--conns 64] [--sizes 64,16384]
+            [--duration 5] [--servers flowcoro,websockets]
+
+Servers (each started in its own process, pinned to CPU 0 when possible):
+
+* flowcoro:   WebSocketConnection on the FlowCoro loop, upgraded by the
+              minimal server of tests/websocket/ws_echo_server.py (the HTTP
+              server's @websocket routes will use the same connection class);
+* websockets: the `websockets` library's asyncio server on uvloop.
+
+Both without compression and without keep-alive pings.  The load
+generator (this process, pinned to CPU 1) opens --conns connections with
+FlowCoro's client handshake, then drives each with a raw asyncio protocol
+over FlowCoro's framing core (masked frames out, one echo awaited before
+the next send), so it costs less than the servers it measures.  Reported:
+echoed messages per second over --duration seconds after a 1 s warm-up.
+"""
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, ROOT)
+
+import flowcoro  # noqa: E402
+from flowcoro.websocket import FrameBuilder, FrameParser, connect  # noqa: E402
+
+SERVER_CODE = {
+    "flowcoro": """
+import sys, flowcoro
+sys.path.insert(0, {tests!r})
+import ws_echo_server as s
+async def main():
+    server, port, _ = await s.serve(s.echo, port={port}, ping_interval=None, max_message=None,
+                                    accept_options={{"compression": None}})
+    await server.serve_forever()
+flowcoro.run(main())
+""",
+    "websockets": """
+import asyncio, uvloop
+from websockets.asyncio.server import serve
+async def echo(ws):
+    try:
+        async for m in ws:
+            await ws.send(m)
+    except Exception:
+        pass
+async def main():
+    async with serve(echo, "127.0.0.1", {port}, compression=None, ping_interval=None,
+                     max_size=None) as s:
+        await s.serve_forever()
+uvloop.run(main())
+""",
+}
+
+
+class Driver(asyncio.Protocol):
+    """Echo client over the framing core: send, await the echo, send again."""
+
+    def __init__(self, frame, counter):
+        self.frame = frame
+        self.counter = counter
+        self.parser = FrameParser(client=True, max_message=None)
+
+    def data_received(self, data):
+        n = len(self.parser.feed(data))
+        if n:
+            self.counter[0] += n
+            for _ in range(n):
+                self.transport.write(self.frame)
+
+    def start(self, transport):
+        self.transport = transport
+        transport.set_protocol(self)
+        transport.write(self.frame)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu):
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError):
+        pass
+
+
+async def measure(port, conns, size, duration):
+    payload = os.urandom(size)
+    frame = FrameBuilder(client=True).binary(payload)
+    counter = [0]
+    wss = [await connect(f"ws://127.0.0.1:{port}/", compression=None, ping_interval=None,
+                         max_size=None) for _ in range(conns)]
+    drivers = []
+    for ws in wss:
+        d = Driver(frame, counter)
+        d.start(ws.transport)
+        drivers.append(d)
+    await asyncio.sleep(1.0)                       # warm-up
+    c0, t0, cpu0 = counter[0], time.perf_counter(), time.process_time()
+    await asyncio.sleep(duration)
+    c1, t1, cpu1 = counter[0], time.perf_counter(), time.process_time()
+    for ws in wss:
+        ws.transport.abort()
+    return (c1 - c0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--sizes", default="64,16384")
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--servers", default="flowcoro,websockets")
+    args = ap.parse_args()
+    pin(1)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"# {args.conns} connections, 1 message in flight each, {args.duration}s per point; "
+          "msgs/s echoed (load generator CPU share in brackets)")
+    results = {}
+    for name in args.servers.split(","):
+        port = free_port()
+        code = SERVER_CODE[name].format(port=port, tests=os.path.join(ROOT, "tests", "websocket"))
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        cmd = [sys.executable, "-c", code]
+        if hasattr(os, "sched_setaffinity"):
+            cmd = ["taskset", "-c", "0"] + cmd
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit(f"{name} server did not start")
+                    time.sleep(0.1)
+            for size in sizes:
+                rate, cpu = flowcoro.run(measure(port, args.conns, size, args.duration))
+                results[(name, size)] = rate
+                print(f"{name:>11} {size:>6} B: {rate:>10,.0f} msgs/s  [client CPU {cpu:.0%}]",
+                      flush=True)
+        finally:
+            proc.terminate()
+            proc.wait()
+    names = args.servers.split(",")
+    if "flowcoro" in names and len(names) > 1:
+        for other in names:
+            if other != "flowcoro":
+                for size in sizes:
+                    print(f"flowcoro / {other} at {size} B: "
+                          f"{results[('flowcoro', size)] / results[(other, size)]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
