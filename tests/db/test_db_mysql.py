@@ -27,7 +27,8 @@ def test_concurrent_calls_take_turns(run, mysql_url):
         assert await conn.fetchrow("SELECT 3 FROM DUAL WHERE 1 = 0", mapping=True) is None
         assert not conn.busy
         # a cursor holds the connection until it is closed; others wait
-        cur = conn.cursor("SELECT seq FROM seq_1_to_100", batch_size=10)
+        cur = conn.cursor("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+                          "WHERE n < 100) SELECT n FROM s", batch_size=10)
         first = await cur.fetchmany()
         other = asyncio.ensure_future(conn.fetchval("SELECT 5"))
         await asyncio.sleep(0.02)
