@@ -119,7 +119,7 @@ asan-test: install  ## build with AddressSanitizer (separate tree) and run the s
 	cd $(ASAN_DIR) && FLOWCORO_ASAN=1 $(ASAN_ENV) $(abspath $(PY)) -m pytest tests -q -p no:cacheprovider \
 		$(ASAN_PYTEST_ARGS) $(PYTEST_ARGS)
 
-run: build  ## start the demo service (key-value server on SQLite); Ctrl-C stops it
+run: build  ## start the demo service (REST API over SQLite on :8080); Ctrl-C stops it
 	$(PY) -m flowcoro demo $(DEMO_ARGS)
 
 # Long reliability runs: the reliability tests with their sizes raised.

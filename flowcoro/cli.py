@@ -30,7 +30,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"flowcoro {flowcoro.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.build_parser(sub.add_parser(
-        "demo", help="run the demo key-value service (SQLite, line protocol) until Ctrl-C",
+        "demo", help="run the demo REST API (HTTP on SQLite) until Ctrl-C",
         description=demo.__doc__.splitlines()[0]))
     serve = sub.add_parser("serve", help="run an ASGI application on FlowCoro's HTTP server",
                            description="Run an ASGI 3 application (module:attribute).")
@@ -42,6 +42,8 @@ def build_parser():
     serve.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
                        help="ASGI lifespan protocol (default auto)")
     serve.add_argument("--root-path", default="", help="ASGI root_path (mount point)")
+    serve.add_argument("--max-body", type=int, default=None,
+                       help="largest request body in bytes (413 beyond; default: no limit)")
     sub.add_parser("info", help="print the version, the Python and the reactor backends")
     return parser
 
@@ -55,7 +57,8 @@ def _serve(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sys.path.insert(0, os.getcwd())
     app = load_app(args.app)
-    ASGIServer(app, lifespan=args.lifespan, root_path=args.root_path).run(
+    ASGIServer(app, lifespan=args.lifespan, root_path=args.root_path,
+               max_body=args.max_body).run(
         args.host, args.port, workers=args.workers)
     return 0
 

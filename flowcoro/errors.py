@@ -539,6 +539,12 @@ class HttpHeaderError(HttpError, ValueError):
     """
 
 
+
+class ASGIError(HttpError, RuntimeError):
+    """An ASGI application broke the protocol (a message out of order or of
+    an unknown type, no response at all, a lifespan start-up or shut-down
+    failure)."""
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)

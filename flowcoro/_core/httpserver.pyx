@@ -15,7 +15,7 @@ per header.  Requests are answered strictly in order (HTTP/1.1 pipelining):
   before it on the connection has been answered completely.
 * A handler runs in a HandlerTask (below) whose first step runs at once: a
   handler that does not suspend finishes inside ``data_received`` and its response
-  goes into ``self.out``; the whole batch is written with one ``write()`` at
+  goes into the connection's output buffer; the whole batch is written with one ``write()`` at
   the end of ``data_received`` (that is what makes pipelining cheap).  A
   handler that suspends finishes later, from its Task's done callback.
 * Body bytes go to the request they belong to (``self.reading``, the request
@@ -33,7 +33,8 @@ cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcmp, memchr
+from libc.string cimport memcmp, memchr, memcpy
+from libc.stdlib cimport malloc, free, realloc
 from libc.time cimport time, time_t
 
 from flowcoro._core._c_http cimport *
@@ -567,7 +568,10 @@ cdef class Request:
     cdef readonly object content_length
     cdef readonly object upgrade
     cdef public object path_params
-    cdef list raw_headers
+    cdef list raw_headers       # built on first use from head/fields
+    cdef bytes head             # copy of the parser's head buffer (owner of the fields' bytes)
+    cdef fc_http_field_t *fields  # malloc'ed copy of the field offsets; freed in __dealloc__
+    cdef uint32_t nfields
     cdef Headers _headers
     cdef object _query
     cdef object _state
@@ -584,12 +588,36 @@ cdef class Request:
     cdef bytes whole            # body() result, cached
     cdef bint discard           # handler finished without the body: drop it
     cdef bint started, ended, chunked   # start_response() / end_response() state
+    cdef Py_ssize_t remaining           # body bytes still owed (Content-Length), or -1
+
+    def __dealloc__(self):
+        if self.fields != NULL:
+            free(self.fields)
+
+    cdef list _raw_headers(self):
+        # Invariant: fields[k] offsets index into head (a private copy).
+        cdef uint32_t k
+        cdef const fc_http_field_t *f
+        cdef const char *b
+        cdef list out
+        if self.raw_headers is None:
+            out = []
+            b = PyBytes_AS_STRING(self.head)
+            for k in range(self.nfields):
+                f = &self.fields[k]
+                out.append((PyBytes_FromStringAndSize(b + f.name_off, f.name_len),
+                            PyBytes_FromStringAndSize(b + f.value_off, f.value_len)))
+            self.raw_headers = out
+            free(self.fields)
+            self.fields = NULL
+            self.head = None
+        return self.raw_headers
 
     @property
     def headers(self):
         """The header fields (:class:`Headers`)."""
         if self._headers is None:
-            self._headers = Headers(self.raw_headers)
+            self._headers = Headers(self._raw_headers())
         return self._headers
 
     @property
@@ -741,8 +769,33 @@ cdef class Request:
         c._write_head(self, Response(b"", status, headers, None),
                       -1 if content_length is None else content_length, self.chunked)
         self.started = True
+        self.remaining = -1 if content_length is None or self.method == "HEAD" \
+            or status < 200 or status == 204 or status == 304 else content_length
         c._flush_data()
         return None
+
+    def respond(self, int status, headers, body):
+        """Send a whole response now (status, headers, bytes body): it goes
+        out with this read's batch, or at once when the handler runs later;
+        the handler returns RESPONSE_SENT afterwards (and may go on working,
+        as ASGI background tasks do)."""
+        cdef HttpConnection c = self.conn
+        if self.started:
+            raise RuntimeError("the response was already started")
+        if c is None or c.closed:
+            raise ConnectionResetError("the client closed the connection")
+        if c.active is not self:
+            raise RuntimeError("only the active request may send its response")
+        if type(body) is not bytes:
+            body = bytes(body)
+        c._write_head(self, Response(b"", status, headers, None), len(body), False)
+        self.started = True
+        self.ended = True
+        if self.method != "HEAD" and status >= 200 and status != 204 and status != 304:
+            c._putb(body)
+        if not c.in_feed:
+            c._flush_data()
+        return RESPONSE_SENT
 
     async def write(self, data):
         """Send a piece of the body (after :meth:`start_response`); waits
@@ -758,6 +811,14 @@ cdef class Request:
             return
         if type(data) is str:
             data = (<str>data).encode("utf-8")
+        if self.remaining >= 0:
+            if len(data) > self.remaining:
+                # More than the Content-Length sent: the excess would read
+                # as a second response on a kept-alive connection.
+                c._abort()
+                raise RuntimeError(f"response body longer than its Content-Length "
+                                   f"({len(data) - self.remaining} bytes over)")
+            self.remaining -= len(data)
         if self.chunked:
             c.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
@@ -773,6 +834,12 @@ cdef class Request:
             raise RuntimeError("call start_response() first")
         if not self.ended:
             self.ended = True
+            if self.remaining > 0 and c is not None:
+                # Shorter than its Content-Length: the client must not take
+                # the next bytes for the rest of it.
+                c._abort()
+                raise RuntimeError(f"response body {self.remaining} bytes shorter "
+                                   f"than its Content-Length")
             if self.chunked and self.method != "HEAD" and c is not None \
                     and c.transport is not None and not c.closed:
                 c.transport.write(b"0\r\n\r\n")
@@ -817,6 +884,16 @@ cdef class HandlerTask:
     cdef object value               # result or exception
     cdef list callbacks
     cdef object name
+    cdef object __weakref__         # anyio keys WeakKeyDictionaries by task
+
+    # anyio's cancel scopes read these two private Task fields.
+    @property
+    def _must_cancel(self):
+        return self.must_cancel
+
+    @property
+    def _fut_waiter(self):
+        return self.fut_waiter
 
     def __repr__(self):
         return f"<HandlerTask {['pending', 'finished', 'failed', 'cancelled'][self.state]}>"
@@ -1041,7 +1118,7 @@ cdef HandlerTask start_handler(object coro, object loop, HttpConnection conn):
 cdef class ServerState:
     """Settings, router and live connections of one listening HttpServer
     (built by flowcoro.http.server; not public API)."""
-    cdef public object router
+    cdef public Router router
     cdef public object dispatch          # async (request) -> result, or None: use router
     cdef public object error_handler     # (request, exc) -> Response | None
     cdef public set connections
@@ -1123,7 +1200,8 @@ cdef class HttpConnection:
     cdef Request reading         # the request whose body the parser is in
     cdef Request active          # the request being handled (queue[0]) or None
     cdef object task             # the active handler's Task while it runs
-    cdef bytearray out           # responses produced during this data_received
+    cdef char *obuf              # responses produced during this data_received
+    cdef Py_ssize_t olen, ocap   # (owned; written by _flush / _flush_data)
     cdef bint in_feed            # inside data_received (flush at its end)
     cdef bint reading_paused
     cdef bint writing_paused
@@ -1147,11 +1225,49 @@ cdef class HttpConnection:
         self.loop = server.loop
         import collections
         self.queue = collections.deque()
-        self.out = bytearray()
 
     def __dealloc__(self):
         if self.parser_ready:
             fc_http_parser_free(&self.p)
+        if self.obuf != NULL:
+            free(self.obuf)
+
+    # -- output buffer (one write per read callback) ---------------------------
+    cdef int _put(self, const char *s, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap
+        cdef char *nb
+        if self.olen + n > self.ocap:
+            cap = max(self.ocap * 2, self.olen + n, 4096)
+            nb = <char *>realloc(self.obuf, cap)
+            if nb == NULL:
+                raise MemoryError()
+            self.obuf = nb
+            self.ocap = cap
+        memcpy(self.obuf + self.olen, s, n)
+        self.olen += n
+        return 0
+
+    cdef int _putb(self, object b) except -1:
+        cdef Py_buffer view
+        if type(b) is bytes:
+            return self._put(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+        PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
+        try:
+            self._put(<const char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef int _putn(self, Py_ssize_t n) except -1:
+        cdef char tmp[24]
+        cdef int k = 24
+        if n == 0:
+            return self._put("0", 1)
+        while n > 0:
+            k -= 1
+            tmp[k] = <char>(48 + n % 10)
+            n //= 10
+        return self._put(tmp + k, 24 - k)
 
     # -- asyncio Protocol ----------------------------------------------------
     def connection_made(self, transport):
@@ -1201,6 +1317,10 @@ cdef class HttpConnection:
         if self.upgraded is not None and self.deadline_kind == DL_LINGER:
             self._close()
             return True
+        # The client will send nothing more: tell whoever waits for a
+        # disconnect (ASGI's http.disconnect); the answer still goes out.
+        if self.disconnected is not None and not self.disconnected.done():
+            self.disconnected.set_result(None)
         if self.reading is not None and not self.reading.complete:
             # A body cut short.
             self.reading._end(ConnectionResetError("the client closed mid-body"))
@@ -1339,6 +1459,8 @@ cdef class HttpConnection:
                 self.reading = None
                 if req is not None and req.has_body:
                     req._end()
+                    if self.stopping:
+                        self._pause_reading()
                     if self.active is None:
                         self._run_queue()
                 if self.deadline_kind != DL_WRITE:
@@ -1401,7 +1523,7 @@ cdef class HttpConnection:
         cdef uint32_t k, plen
         cdef const char *q
         cdef const fc_http_field_t *f
-        cdef list headers = []
+        cdef uint32_t end
         cdef uint32_t mf = p.mflags
         cdef bytes raw
         r.conn = self
@@ -1430,11 +1552,20 @@ cdef class HttpConnection:
         else:
             r.path = raw.decode("latin-1")
         r.http_version = "1.1" if p.http_minor == 1 else "1.0"
+        # Headers are turned into objects only if the handler looks at them:
+        # keep a copy of the head bytes and of the field offsets.
+        end = 0
         for k in range(p.nfields):
             f = &p.fields[k]
-            headers.append((PyBytes_FromStringAndSize(p.buf + f.name_off, f.name_len),
-                            PyBytes_FromStringAndSize(p.buf + f.value_off, f.value_len)))
-        r.raw_headers = headers
+            if f.value_off + f.value_len > end:
+                end = f.value_off + f.value_len
+        r.head = PyBytes_FromStringAndSize(p.buf, end)
+        r.nfields = p.nfields
+        if p.nfields:
+            r.fields = <fc_http_field_t *>malloc(p.nfields * sizeof(fc_http_field_t))
+            if r.fields == NULL:
+                raise MemoryError()
+            memcpy(r.fields, p.fields, p.nfields * sizeof(fc_http_field_t))
         r.keep_alive = (mf & FC_HTTP_M_KEEP_ALIVE) != 0
         r.expect_continue = (mf & FC_HTTP_M_EXPECT_CONTINUE) != 0
         r.content_length = p.content_length if mf & FC_HTTP_M_CONTENT_LENGTH else None
@@ -1567,6 +1698,11 @@ cdef class HttpConnection:
                 req.end_response()
             self._done(req)
             return
+        if type(result) is str and not self.stopping and req.keep_alive:
+            # The plaintext fast path: no Response object, one template.
+            self._write_text(req, <str>result)
+            self._done(req)
+            return
         try:
             resp = to_response(result)
         except BaseException as e:
@@ -1618,7 +1754,7 @@ cdef class HttpConnection:
                               or self.stopping and len(self.queue) <= 1)
         else:
             if req.method != "HEAD" and len(resp.body):
-                self.out += resp.body
+                self._putb(resp.body)
         self._done(req)
 
     cdef _done(self, Request req):
@@ -1659,20 +1795,19 @@ cdef class HttpConnection:
 
     cdef int _write_head(self, Request req, Response resp, Py_ssize_t length,
                          bint chunked) except -1:
-        cdef bytearray out = self.out
         cdef int status = resp.status
-        cdef Py_ssize_t mark = len(out)
+        cdef Py_ssize_t mark = self.olen
         try:
-            out += status_line(status)
+            self._putb(status_line(status))
             ct = resp.content_type
             if ct is not None:
                 if type(ct) is bytes:
                     if ct is TEXT_PLAIN:
-                        out += b"content-type: text/plain; charset=utf-8\r\n"
+                        self._putb(b"content-type: text/plain; charset=utf-8\r\n")
                     else:
-                        out += b"content-type: " + header_value_bytes(ct) + b"\r\n"
+                        self._putb(b"content-type: " + header_value_bytes(ct) + b"\r\n")
                 else:
-                    out += content_type_line(ct)
+                    self._putb(content_type_line(ct))
             headers = resp.headers
             if headers is not None:
                 if isinstance(headers, dict):
@@ -1685,47 +1820,61 @@ cdef class HttpConnection:
                         # Content-Length / Transfer-Encoding / Connection are
                         # the server's to write (it frames the body it sends).
                         continue
-                    out += nb
-                    out += b": "
-                    out += header_value_bytes(value)
-                    out += b"\r\n"
+                    self._putb(nb)
+                    self._putb(b": ")
+                    self._putb(header_value_bytes(value))
+                    self._putb(b"\r\n")
             if status >= 200 and status != 204 and status != 304:
                 if chunked:
-                    out += b"transfer-encoding: chunked\r\n"
+                    self._putb(b"transfer-encoding: chunked\r\n")
                 elif length >= 0:
-                    out += b"content-length: "
-                    out += str(length).encode("ascii")
-                    out += b"\r\n"
+                    self._putb(b"content-length: ")
+                    self._putn(length)
+                    self._putb(b"\r\n")
             if (not req.keep_alive or self.close_after
                     or self.stopping and len(self.queue) <= 1 and self.pending_error is None
                     or req.expect_continue and not req.continue_sent and not req.complete):
                 # Last response on this connection: no Upgrade of 101 here
                 # (status 101 keeps the connection for the new protocol).
                 if status != 101:
-                    out += b"connection: close\r\n"
+                    self._putb(b"connection: close\r\n")
                     self.close_after = True
             elif req.http_version == "1.0":
-                out += b"connection: keep-alive\r\n"
-            out += current_date_line()
-            out += b"\r\n"
+                self._putb(b"connection: keep-alive\r\n")
+            self._putb(current_date_line())
+            self._putb(b"\r\n")
         except BaseException:
-            del out[mark:]
+            self.olen = mark
             raise
         return 0
+
+    cdef _write_text(self, Request req, str text):
+        """200 text/plain for a keep-alive request (no connection header
+        needed on HTTP/1.1)."""
+        cdef bytes body = text.encode("utf-8")
+        self._putb(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ")
+        self._putn(len(body))
+        if req.http_version != "1.1":
+            self._putb(b"\r\nconnection: keep-alive")
+        self._putb(b"\r\n")
+        self._putb(current_date_line())
+        self._putb(b"\r\n")
+        if req.method != "HEAD":
+            self._putb(body)
 
     cdef _write_error(self, int status, str detail, bint close):
         cdef bytes body = (REASONS.get(status, "Error") + ("" if not detail else ": " + detail)
                            ).encode("latin-1", "replace")
-        self.out += status_line(status)
-        self.out += b"content-type: text/plain; charset=utf-8\r\ncontent-length: "
-        self.out += str(len(body)).encode("ascii")
+        self._putb(status_line(status))
+        self._putb(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ")
+        self._putn(len(body))
         if close:
-            self.out += b"\r\nconnection: close"
+            self._putb(b"\r\nconnection: close")
             self.close_after = True
-        self.out += b"\r\n"
-        self.out += current_date_line()
-        self.out += b"\r\n"
-        self.out += body
+        self._putb(b"\r\n")
+        self._putb(current_date_line())
+        self._putb(b"\r\n")
+        self._putb(body)
 
     async def _send_streaming(self, Request req, Response resp):
         cdef bint head = req.method == "HEAD"
@@ -1737,7 +1886,7 @@ cdef class HttpConnection:
             except OSError:
                 self._write_head(req, Response(b"Not Found", 404, None, TEXT_PLAIN), 9, False)
                 if not head:
-                    self.out += b"Not Found"
+                    self._putb(b"Not Found")
                 self._flush()
                 return
             try:
@@ -1808,15 +1957,15 @@ cdef class HttpConnection:
 
     # -- writing and closing -------------------------------------------------
     cdef _flush_data(self):
-        if self.out and self.transport is not None:
-            data = bytes(self.out)
-            del self.out[:]
+        if self.olen and self.transport is not None:
+            data = PyBytes_FromStringAndSize(self.obuf, self.olen)
+            self.olen = 0
             self.transport.write(data)
 
     cdef _flush(self):
-        if self.out and self.transport is not None:
-            data = bytes(self.out)
-            del self.out[:]
+        if self.olen and self.transport is not None:
+            data = PyBytes_FromStringAndSize(self.obuf, self.olen)
+            self.olen = 0
             self.transport.write(data)
         if self.close_after and self.active is None and not self.queue and not self.closed:
             self._close()
@@ -1857,7 +2006,10 @@ cdef class HttpConnection:
 
     cdef _stop_gracefully(self):
         self.stopping = True
-        self._pause_reading()
+        if self.reading is None:
+            # Not inside a request: read nothing more.  (A body in progress
+            # is read to its end; no new request starts after it.)
+            self._pause_reading()
         if self.active is None and not self.queue:
             self._close()
 

@@ -16,21 +16,16 @@ Example::
 import asyncio
 import logging
 
-from flowcoro._core.httpserver import RESPONSE_SENT, Response
-from flowcoro.errors import HttpError
+from flowcoro._core.httpserver import RESPONSE_SENT
+from flowcoro.errors import ASGIError
 from flowcoro.http.server import HttpServer
 
-__all__ = ["ASGIServer", "ASGIError", "load_app"]
+__all__ = ["ASGIServer", "ASGIError", "load_app"]   # ASGIError lives in flowcoro.errors
 
 log = logging.getLogger("flowcoro.http.asgi")
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT = {"type": "http.disconnect"}
-
-
-class ASGIError(HttpError, RuntimeError):
-    """The ASGI application broke the protocol (a message out of order, an
-    unknown message type, lifespan startup failure)."""
 
 
 class _Exchange:
@@ -49,7 +44,10 @@ class _Exchange:
 
     async def receive(self):
         req = self.request
-        if self.body_read or self.done:
+        if self.done:
+            # After the response: http.disconnect at once (ASGI spec).
+            return _DISCONNECT
+        if self.body_read:
             await req.wait_disconnect()
             return _DISCONNECT
         try:
@@ -73,9 +71,11 @@ class _Exchange:
             more = message.get("more_body", False)
             if not self.streaming:
                 if not more and self.parts is None:
-                    # The common case: the whole body in one message.
-                    self.parts = body
+                    # The common case: the whole body in one message, sent
+                    # now (with this read's batch) even if the app goes on
+                    # working (background tasks).
                     self.done = True
+                    self.request.respond(self.status, self.headers, body)
                     return
                 self.streaming = True
                 req = self.request
@@ -95,13 +95,16 @@ class _Exchange:
             raise ASGIError(f"unexpected ASGI message {kind!r} in an HTTP exchange")
 
     def response(self):
-        if self.streaming:
-            if not self.done:
-                self.request.end_response()
-            return RESPONSE_SENT
-        if self.status is None:
+        if self.streaming and not self.done:
+            self.request.end_response()
+        elif not self.done:
             raise ASGIError("the ASGI app returned without sending a response")
-        return Response(self.parts or b"", self.status, self.headers, None)
+        return RESPONSE_SENT
+
+
+def _host_port(addr):
+    # ASGI wants (host, port); IPv6 peernames carry flowinfo and scope id too.
+    return tuple(addr[:2]) if isinstance(addr, tuple) else addr
 
 
 def _content_length(headers):
@@ -123,10 +126,14 @@ class ASGIServer(HttpServer):
         lifespan: "auto" (run the lifespan protocol, tolerate apps that do
             not support it), "on" (a failure aborts the start-up) or "off".
         root_path: the ASGI ``root_path`` (mount point behind a proxy).
-        **settings: HttpServer's limits and timeouts.
+        **settings: HttpServer's limits and timeouts (``max_body`` defaults
+            to None here: the app gets the body as a stream, whatever its size).
     """
 
     def __init__(self, app, *, lifespan="auto", root_path="", **settings):
+        # ASGI apps read request bodies as streams: no body limit unless
+        # asked for (uvicorn has none either).
+        settings.setdefault("max_body", None)
         super().__init__(**settings)
         if lifespan not in ("auto", "on", "off"):
             raise ValueError("lifespan must be 'auto', 'on' or 'off'")
@@ -148,10 +155,17 @@ class ASGIServer(HttpServer):
             "method": request.method, "scheme": "http", "path": request.path,
             "raw_path": request.raw_path, "query_string": request.query_string,
             "root_path": self.root_path, "headers": request.headers.raw,
-            "client": request.client, "server": self._server_addr,
+            "client": _host_port(request.client), "server": self._server_addr,
             "state": self.state.copy(),
         }
-        await self.app(scope, ex.receive, ex.send)
+        try:
+            await self.app(scope, ex.receive, ex.send)
+        except Exception:
+            if not ex.done:
+                raise               # 500 (or a cut connection once streaming)
+            # The response is complete (an exception handler's answer, say):
+            # keep it, log the failure.
+            log.exception("ASGI app raised after its response was sent")
         return ex.response()
 
     async def listen(self, host="127.0.0.1", port=8080, **kw):

@@ -82,18 +82,15 @@ class HttpServer:
         body_buffer: unread body bytes buffered per request before reading pauses.
         max_connections: connections served at once; past it the server stops
             accepting (the kernel backlog holds newcomers) until one closes.
-        access_log: log one line per request to ``flowcoro.http.access``
-            (costs about a microsecond per request; off by default).
 
     Deadlines are checked once a second, so each is honoured within a second.
     """
 
     def __init__(self, **settings):
-        unknown = set(settings) - set(DEFAULTS) - {"access_log"}
+        unknown = set(settings) - set(DEFAULTS)
         if unknown:
             raise InvalidArgumentError("settings", sorted(unknown), "unknown HttpServer settings")
         self.settings = {**DEFAULTS, **settings}
-        self.access_log = bool(self.settings.pop("access_log", False))
         self.router = Router()
         self._before = []
         self._after = []
@@ -355,10 +352,13 @@ class HttpServer:
                 pass
         self._servers = []
         self._state = None
-        for fn in self._on_shutdown:
-            await fn()
-        if self._stopped is not None and not self._stopped.done():
-            self._stopped.set_result(None)
+        try:
+            for fn in self._on_shutdown:
+                await fn()
+        finally:
+            # serve_forever() returns even when a shutdown hook failed.
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
 
     async def __aenter__(self):
         return self

@@ -5,10 +5,6 @@ A real Starlette app, a real FastAPI app and bare ASGI 3 callables run on
 stdlib asyncio loop (the reference); httpx and raw sockets are the clients.
 The last tests run ``python -m flowcoro serve module:app`` as a user does
 (one process, then ``--workers 2``) and stop it with SIGTERM.
-
-Tests marked ``xfail(strict=True)`` pin down server bugs found while writing
-them (the reason says which); each turns into a failure once the bug is
-fixed, so that the mark is removed.
 """
 import asyncio
 import contextlib
@@ -42,29 +38,6 @@ KINDS = ("epoll", "asyncio")
 FLOWCORO_ONLY = pytest.mark.parametrize("kind", ["epoll"])
 
 #: Server bugs found by these tests (see the module doc and the final report).
-BUG_HANDLERTASK_WEAKREF = (
-    "HandlerTask is not weak-referenceable and has no _must_cancel/_fut_waiter: "
-    "anyio (Starlette StreamingResponse, FastAPI sync routes) fails with TypeError")
-BUG_RESPONSE_HELD = (
-    "a complete http.response.body is written only when the app returns: "
-    "Starlette/FastAPI background tasks delay the response")
-BUG_RECEIVE_AFTER_RESPONSE = (
-    "receive() after the response was sent waits for the client to disconnect "
-    "instead of returning http.disconnect (ASGI spec)")
-BUG_OVERLONG_BODY = (
-    "a streamed body longer than the app's Content-Length is written verbatim "
-    "(the excess reads as a second response on a keep-alive connection)")
-BUG_RESPONSE_THEN_RAISE = (
-    "an app that sent its whole response and then raised (Starlette's "
-    "ServerErrorMiddleware does) gets its response replaced by a plain 500")
-BUG_IPV6_CLIENT = "scope['client'] is the 4-tuple peername on IPv6 (ASGI wants (host, port))"
-BUG_EOF_NOT_DISCONNECT = (
-    "a client that closes its connection while a streaming app waits in receive() "
-    "is taken for a half-close: the app never gets http.disconnect")
-BUG_SHUTDOWN_FAILED = (
-    "lifespan.shutdown.failed makes stop() raise before it resolves serve_forever(), "
-    "which then never returns")
-
 ROOT = Path(__file__).resolve().parents[2]
 PKG_PARENT = str(Path(flowcoro.__file__).resolve().parent.parent)
 
@@ -248,7 +221,6 @@ def test_starlette_exception_is_500_and_server_goes_on(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_HANDLERTASK_WEAKREF, strict=True)
 def test_starlette_streaming_response_is_chunked(kind):
     async def main():
         async with serving(make_starlette([])) as (srv, c):
@@ -295,7 +267,6 @@ def test_body_over_max_body_is_413(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_RESPONSE_HELD, strict=True)
 @FLOWCORO_ONLY
 def test_starlette_background_task_runs_after_the_response(kind):
     events = []
@@ -424,7 +395,6 @@ def test_fastapi_pydantic_bodies_params_and_422(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_HANDLERTASK_WEAKREF, strict=True)
 def test_fastapi_sync_route_and_streaming(kind):
     async def main():
         async with serving(make_fastapi([])) as (srv, c):
@@ -437,7 +407,6 @@ def test_fastapi_sync_route_and_streaming(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_RESPONSE_THEN_RAISE, strict=True)
 def test_fastapi_custom_exception_handler_response_is_sent(kind):
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -509,7 +478,6 @@ def test_scope_fields(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_IPV6_CLIENT, strict=True)
 @FLOWCORO_ONLY
 def test_scope_client_is_host_port_on_ipv6(kind):
     if not socket.has_ipv6:
@@ -685,7 +653,6 @@ def test_header_injection_from_the_app_is_refused(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_OVERLONG_BODY, strict=True)
 @FLOWCORO_ONLY
 def test_streamed_body_longer_than_content_length_is_not_sent(kind):
     async def handler(scope, receive, send):
@@ -751,7 +718,6 @@ def test_receive_body_in_pieces_then_disconnect(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_EOF_NOT_DISCONNECT, strict=True)
 @FLOWCORO_ONLY
 def test_receive_after_the_body_waits_for_disconnect(kind):
     # A streaming app that watches for the client going away (as Starlette's
@@ -781,7 +747,6 @@ def test_receive_after_the_body_waits_for_disconnect(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_RECEIVE_AFTER_RESPONSE, strict=True)
 @FLOWCORO_ONLY
 def test_receive_after_the_response_is_disconnect(kind):
     async def handler(scope, receive, send):
@@ -937,7 +902,6 @@ def test_lifespan_shutdown_failure_is_reported_by_stop(kind):
     run(kind, main())
 
 
-@pytest.mark.xfail(reason=BUG_SHUTDOWN_FAILED, strict=True)
 @FLOWCORO_ONLY
 def test_serve_forever_returns_even_when_lifespan_shutdown_fails(kind):
     async def main():

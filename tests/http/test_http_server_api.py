@@ -253,3 +253,44 @@ def test_run_blocks_until_sigterm(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_anyio_and_weakrefs_work_inside_handlers(kind):
+    anyio = pytest.importorskip("anyio")
+    import weakref
+    app = HttpServer()
+
+    @app.route("/anyio")
+    async def any_(req):
+        ref = weakref.ref(asyncio.current_task())
+        results = []
+
+        async def child(n):
+            await anyio.sleep(0)
+            results.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(child, n)
+        with anyio.move_on_after(0.01):
+            await anyio.sleep(5)
+        return {"ref": ref() is asyncio.current_task(), "results": sorted(results)}
+
+    @app.route("/overlong")
+    async def overlong(req):
+        req.start_response(200, content_length=2)
+        await req.write(b"too long")
+        return req.end_response()               # pragma: no cover - write raised
+
+    async def client(port):
+        a = await exchange(port, get(b"/anyio", b"Connection: close\r\n"))
+        b = await exchange(port, get(b"/overlong") + get(b"/anyio"))
+        return a, b
+
+    from server_helpers import serve
+    import json
+    a, b = serve(kind, app, client)
+    assert json.loads(responses(a)[0][1]) == {"ref": True, "results": [0, 1, 2]}
+    # Headers went out, then the handler overran its Content-Length: the
+    # connection is cut, and nothing of the excess (or a later answer) is sent.
+    assert b"too long" not in b and b.count(b"HTTP/1.1") == 1
