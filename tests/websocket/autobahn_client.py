@@ -89,11 +89,25 @@ async def run_case(base, n):
         pass        # the case decides whether that was right
 
 
-async def drive(base):
+async def run_case_websockets(base, n):
+    """The same echo with the `websockets` library's client (the anchor)."""
+    from websockets.asyncio.client import connect as w_connect
+    from websockets.exceptions import WebSocketException
+    try:
+        async with w_connect(f"{base}/runCase?case={n}&agent={AGENT}", max_size=2 ** 25,
+                             ping_interval=None, close_timeout=5) as ws:
+            async for msg in ws:
+                await ws.send(msg)
+    except (WebSocketException, OSError):
+        pass
+
+
+async def drive(base, client="flowcoro"):
     async with connect(f"{base}/getCaseCount") as ws:
         count = int(await ws.receive())
+    case = run_case if client == "flowcoro" else run_case_websockets
     for n in range(1, count + 1):
-        await run_case(base, n)
+        await case(base, n)
     async with connect(f"{base}/updateReports?agent={AGENT}") as ws:
         try:
             await ws.receive()
@@ -127,6 +141,8 @@ def main():
     ap.add_argument("-q", "--quick", action="store_true", help="exclude 9.*, 12.*, 13.*")
     ap.add_argument("-o", "--outdir", default=None, help="keep the reports here")
     ap.add_argument("--loop", choices=("flowcoro", "asyncio"), default="flowcoro")
+    ap.add_argument("--client", choices=("flowcoro", "websockets"), default="flowcoro",
+                    help="websockets: run the same echo with the websockets library (anchor)")
     args = ap.parse_args()
     wstest = wstest_path()
     if not os.access(wstest, os.X_OK) and not build_wstest(wstest):
@@ -163,11 +179,11 @@ def main():
                 time.sleep(0.2)
         start = time.monotonic()
         base = f"ws://127.0.0.1:{port}"
-        count = (flowcoro.run(drive(base)) if args.loop == "flowcoro"
-                 else asyncio.run(drive(base)))
+        count = (flowcoro.run(drive(base, args.client)) if args.loop == "flowcoro"
+                 else asyncio.run(drive(base, args.client)))
         elapsed = time.monotonic() - start
         passed, failed = summarize(os.path.join(outdir, "index.json"))
-        print(f"wall time: {elapsed:.0f}s, {count} cases, loop {args.loop}")
+        print(f"wall time: {elapsed:.0f}s, {count} cases, client {args.client}, loop {args.loop}")
         print(f"{passed} passed, {failed} failed")
         return 1 if failed else 0
     finally:
