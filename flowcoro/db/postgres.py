@@ -122,7 +122,7 @@ class PostgresConnection(Connection):
         self._encoding = pconn.info.encoding
         self._write_waiter = None
         self._read_waiter = None
-        self._gate = None           # a Future while COPY owns the connection
+        self._gate = None           # a Future while COPY or executemany owns the connection
         self._commit_in_flight = False
         self._begin_sql: bytes | None = None    # a BEGIN not sent yet (see _begin)
         pg.nonblocking = 1
@@ -224,6 +224,7 @@ class PostgresConnection(Connection):
         w = self._write_waiter
         if w is not None:
             await w
+            self._check_open()
 
     def _lost_error(self) -> DatabaseConnectionError:
         cause = self._broken
@@ -255,9 +256,11 @@ class PostgresConnection(Connection):
                 if self._commit_in_flight:
                     err.in_doubt = True
                 op.fut.set_exception(err)
+        # Waiters are woken, not failed: whoever awaits one checks the
+        # connection next (and nobody is left with an unretrieved error).
         for w in (self._write_waiter, self._read_waiter):
             if w is not None and not w.done():
-                w.set_exception(self._lost_error())
+                w.set_result(None)
         self._write_waiter = self._read_waiter = None
 
     def _teardown(self) -> None:
@@ -368,6 +371,7 @@ class PostgresConnection(Connection):
     async def _wait_gate(self):
         while self._gate is not None:
             await asyncio.shield(self._gate)
+            self._check_open()      # a gate left set when the connection closed
         self._check_open()
 
     # -- results ------------------------------------------------------------------
@@ -705,16 +709,19 @@ class PostgresConnection(Connection):
         if w is None:
             w = self._read_waiter = self._loop.create_future()
         await w
+        self._check_open()
 
     async def _close(self) -> None:
         if self._broken is not None:
-            return
-        self._broken = None
+            return                  # torn down when it broke
         ops = self._ops
         self._ops = deque()
         for op in ops:
             if not op.fut.done():
                 op.fut.set_exception(InterfaceError("the PostgreSQL connection was closed"))
+        for w in (self._write_waiter, self._read_waiter, self._gate):
+            if w is not None and not w.done():
+                w.set_result(None)
         self._teardown()
 
     def __repr__(self) -> str:
