@@ -59,6 +59,10 @@ class RawServer:
             await self.handler(reader, writer, self)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Stopped by __aexit__: end normally (a cancelled handler task is
+            # logged as an error by asyncio's stream callback).
+            pass
         finally:
             self.tasks.discard(asyncio.current_task())
             writer.close()

@@ -89,6 +89,7 @@ def nginx(tmp_path_factory):
     yield f"http://127.0.0.1:{port}", big
     proc.terminate()
     proc.wait(5)
+    proc.stderr.close()
 
 
 def test_static_files_keepalive_limit_and_redirects(loop, nginx):

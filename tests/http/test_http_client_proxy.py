@@ -68,8 +68,8 @@ class Proxy:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(body), body))
                 await writer.drain()
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass            # a cancelled handler would be logged by asyncio's callback
         finally:
             self.tasks.discard(asyncio.current_task())
             writer.close()
