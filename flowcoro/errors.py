@@ -545,6 +545,18 @@ class ASGIError(HttpError, RuntimeError):
     an unknown type, no response at all, a lifespan start-up or shut-down
     failure)."""
 
+# -- observability (flowcoro.observability) -----------------------------------
+
+class ObservabilityError(FlowCoroError):
+    """Base class of the errors of :mod:`flowcoro.observability`."""
+
+
+class MetricError(ObservabilityError, ValueError):
+    """A metric was used against its declaration: a name reused with another
+    type or other label names, label values that do not match the label
+    names, or a negative amount added to a counter."""
+
+
 # Every public exception class defined above, in definition order.
 __all__ = [_n for _n, _v in list(globals().items())
            if isinstance(_v, type) and issubclass(_v, BaseException)
