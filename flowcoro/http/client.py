@@ -807,6 +807,17 @@ class HttpClient:
         """Close (see :meth:`aclose`)."""
         await self.aclose()
 
+    def __del__(self):
+        # Dropped without aclose(): close the idle connections (while the loop
+        # can still run their close) instead of leaving them to the GC.
+        pool = self._pool
+        if pool is not None and not self._closed and pool.idle:
+            try:
+                if not self._loop.is_closed():
+                    pool.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
     async def aclose(self):
         """Close every idle connection; the client takes no more requests."""
         self._closed = True

@@ -267,3 +267,28 @@ def test_pool_bookkeeping_under_cancellation_and_abandonment(loop):
             assert not c._pool.waiters.get(key)
             assert (await c.get("/")).content == b"y" * 3000
     run(loop, main())
+
+
+def test_dropped_client_closes_idle_connections():
+    import gc
+    closed = []
+
+    async def handler(reader, writer, srv):
+        await srv.read_request(reader)
+        writer.write(ok())
+        await writer.drain()
+        closed.append(await reader.read())      # b"" once the client closes
+
+    async def main():
+        async with RawServer(handler) as srv:
+            c = HttpClient(srv.url)
+            assert (await c.get("/")).content == b"ok"
+            assert c.idle_connections() == 1
+            del c
+            gc.collect()
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert closed == [b""]
+    flowcoro.run(main())
