@@ -810,7 +810,7 @@ class HttpClient:
     def __del__(self):
         # Dropped without aclose(): close the idle connections (while the loop
         # can still run their close) instead of leaving them to the GC.
-        pool = self._pool
+        pool = getattr(self, "_pool", None)     # None too when __init__ raised
         if pool is not None and not self._closed and pool.idle:
             try:
                 if not self._loop.is_closed():
