@@ -541,7 +541,7 @@ class Response:
     def __del__(self):
         # A streamed response dropped without aclose(): free its pool slot
         # (its connection is mid-body, so it is closed, never reused).
-        if self._conn is not None:
+        if getattr(self, "_conn", None) is not None:
             try:
                 self._abort()
             except Exception:  # pragma: no cover - loop already closed at exit
