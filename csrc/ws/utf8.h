@@ -15,7 +15,7 @@
  *  (state, class) table gives the next state.  States say how many
  *  continuation bytes are still due and, right after a lead byte whose
  *  second byte has a narrower range (E0, ED, F0, F4), which range.  REJECT
- *  is absorbing.  While the state is ACCEPT the validator skips 8 bytes at a
+ *  is absorbing.  While the state is ACCEPT the validator skips 32 or 8 bytes at a
  *  time as long as none has its high bit set (ASCII fast path).
  */
 #ifndef FC_WS_UTF8_H
