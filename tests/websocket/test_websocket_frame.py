@@ -413,3 +413,15 @@ def test_zero_length_frame_at_end_of_input_byte_by_byte():
     assert p.feed(b"\x00") == [Pong(b"")]
     p = FrameParser(client=True)
     assert p.feed(b"\x88") == [] and p.feed(b"\x00") == [Close(1005, "")]
+
+
+@pytest.mark.parametrize("bad", [b"\x80", b"\xc3", b"\xed\xa0\x80", "é".encode(), "😀".encode()])
+def test_utf8_ascii_fast_path_every_position(bad):
+    # the 32- and 8-byte ASCII steps must hand over to the DFA at any offset
+    for n in range(0, 100):
+        for tail in (0, 1, 40):
+            data = b"a" * n + bad + b"b" * tail
+            assert utf8_valid(data) == py_valid(data), (n, tail)
+            v = Utf8Validator()
+            ok = v.feed(data[:n // 2]) and v.feed(data[n // 2:])
+            assert (ok and v.complete) == py_valid(data)
