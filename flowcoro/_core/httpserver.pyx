@@ -589,6 +589,7 @@ cdef class Request:
     cdef bint discard           # handler finished without the body: drop it
     cdef bint started, ended, chunked   # start_response() / end_response() state
     cdef Py_ssize_t remaining           # body bytes still owed (Content-Length), or -1
+    cdef int status_sent                # the status start_response() sent
 
     def __dealloc__(self):
         if self.fields != NULL:
@@ -764,11 +765,12 @@ cdef class Request:
             raise RuntimeError("only the active request may start its response")
         self.chunked = content_length is None and self.http_version == "1.1" \
             and status >= 200 and status != 204 and status != 304
-        if content_length is None and not self.chunked:
+        if content_length is None and not self.chunked and status != 101:
             c.close_after = True
         c._write_head(self, Response(b"", status, headers, None),
                       -1 if content_length is None else content_length, self.chunked)
         self.started = True
+        self.status_sent = status
         self.remaining = -1 if content_length is None or self.method == "HEAD" \
             or status < 200 or status == 204 or status == 304 else content_length
         c._flush_data()
@@ -849,6 +851,23 @@ cdef class Request:
     def response_started(self):
         """True once start_response() was called."""
         return self.started
+
+    def detach(self):
+        """After ``start_response(101, ...)``: take the connection over for
+        another protocol.  Returns ``(transport, data)``: the transport
+        (call ``transport.set_protocol(...)``) and the bytes that already
+        came after the request head.  The HTTP server forgets the
+        connection (it is no longer counted, timed out or closed by it);
+        the handler should then return :data:`RESPONSE_SENT`."""
+        cdef HttpConnection c = self.conn
+        if not self.started or self.status_sent != 101:
+            raise RuntimeError("detach() needs start_response(101, ...) first")
+        if c is None or c.closed:
+            raise ConnectionResetError("the client closed the connection")
+        transport = c.transport
+        data = c._detach()
+        self.ended = True
+        return transport, data
 
     def wait_disconnect(self):
         """A future that completes when the client goes away (or the
@@ -1442,8 +1461,10 @@ cdef class HttpConnection:
                 if self.active is None:
                     # A request with a body starts at its END or at the end
                     # of this buffer, so a body that came whole is there
-                    # before the handler asks for it (no suspension).
-                    if not req.has_body:
+                    # before the handler asks for it (no suspension); an
+                    # Upgrade request at the end of the buffer, once the
+                    # bytes after its head are kept for detach().
+                    if not req.has_body and req.upgrade is None:
                         self._run_queue()
                 elif len(self.queue) > self.server.max_pipeline:
                     self._pause_reading()
@@ -1505,14 +1526,21 @@ cdef class HttpConnection:
         else:
             self.upgrade_buffer += data
 
-    def take_over(self, receiver):
-        """Hand the connection's incoming bytes to ``receiver(data)`` from now
-        on (after a 101 Switching Protocols); returns bytes that already came
-        after the request head."""
-        self.upgraded = receiver
-        self.deadline_kind = DL_NONE
+    cdef object _detach(self):
+        """Give the transport up (after a 101): this protocol forgets it and
+        is no longer counted, swept or stopped by the server; returns the
+        bytes that came after the request head."""
         data = self.upgrade_buffer or b""
         self.upgrade_buffer = None
+        self._flush_data()
+        self.server.connections.discard(self)
+        if self.server.on_count is not None:
+            self.server.on_count(len(self.server.connections))
+        self.deadline_kind = DL_NONE
+        self.closed = True
+        self.queue.clear()
+        self.reading = None
+        self.transport = None
         return data
 
     cdef Request _make_request(self):
@@ -1833,7 +1861,10 @@ cdef class HttpConnection:
                     self._putb(b"\r\n")
             if (not req.keep_alive or self.close_after
                     or self.stopping and len(self.queue) <= 1 and self.pending_error is None
-                    or req.expect_continue and not req.continue_sent and not req.complete):
+                    or req.expect_continue and not req.continue_sent and not req.complete
+                    or req.upgrade is not None and status != 101):
+                # (An Upgrade request answered without switching: the parser
+                # stopped at its head, so the connection ends here.)
                 # Last response on this connection: no Upgrade of 101 here
                 # (status 101 keeps the connection for the new protocol).
                 if status != 101:

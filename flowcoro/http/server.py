@@ -103,6 +103,7 @@ class HttpServer:
         self._on_startup = []
         self._on_shutdown = []
         self.dispatch = None        # set by the ASGI adapter: one handler for every request
+        self._websocket_registries = []   # sets of open WebSocketConnections (closed at stop)
 
     # -- routes ----------------------------------------------------------------
     def route(self, path, handler=None, *, methods=("GET",)):
@@ -148,6 +149,31 @@ class HttpServer:
     def delete(self, path):
         """Decorator: a DELETE route."""
         return self.route(path, methods=("DELETE",))
+
+    def websocket(self, path, handler=None, **options):
+        """Register ``async def handler(ws)`` as a WebSocket endpoint at ``path``.
+
+        Usable as a decorator.  The upgrade request is checked and answered
+        (101, or 400/403/426 with the reason), then the handler gets a
+        :class:`flowcoro.websocket.WebSocketConnection` (``ws.request`` is
+        the upgrade request; path parameters work as in :meth:`route`).
+        ``options``: ``subprotocols``, ``origins``, ``compression``
+        ("deflate" or None), and WebSocketConnection settings
+        (``max_message``, ``ping_interval``, ``max_send_buffer``, ...).
+        Open connections are closed with 1001 when the server stops.  For
+        hooks and broadcast use :class:`flowcoro.websocket.WebSocketServer`.
+        """
+        if handler is None:
+            return functools.partial(self._websocket_decorator, path, options)
+        from flowcoro.websocket.server import websocket_route
+        registry = set()
+        self._websocket_registries.append(registry)
+        self.route(path, websocket_route(handler, registry=registry, **options), methods=("GET",))
+        return handler
+
+    def _websocket_decorator(self, path, options, handler):
+        self.websocket(path, handler, **options)
+        return handler
 
     def static(self, prefix, directory):
         """Serve the files under ``directory`` at ``prefix/...`` (GET/HEAD),
@@ -338,6 +364,11 @@ class HttpServer:
         state.close_idle()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        websockets = [ws for reg in self._websocket_registries for ws in list(reg)]
+        if websockets:
+            # Detached from HTTP: they get the closing handshake (1001).
+            await asyncio.wait([asyncio.ensure_future(ws.close(1001, "server shutting down"))
+                                for ws in websockets], timeout=grace)
         while state.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if state.connections:
