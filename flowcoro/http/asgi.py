@@ -4,7 +4,9 @@
 apps) on :class:`~flowcoro.http.HttpServer`'s Cython connection handling:
 the ``http`` scope (request body streamed through ``receive``, response
 streamed through ``send``; a response sent in one ``http.response.body``
-goes out in one write with a Content-Length) and the ``lifespan`` protocol.
+goes out in one write with a Content-Length), the ``websocket`` scope
+(handshake on ``websocket.accept``, 403 on ``websocket.close`` before it,
+frames through flowcoro.websocket) and the ``lifespan`` protocol.
 The server frames the body itself: Content-Length / Transfer-Encoding /
 Connection headers from the app are replaced by its own.
 
@@ -102,6 +104,102 @@ class _Exchange:
         return RESPONSE_SENT
 
 
+async def _websocket(server, request):
+    """The ``websocket`` scope: handshake on websocket.accept, then frames."""
+    from flowcoro._core.httpserver import Response
+    from flowcoro.errors import WebSocketClosed, WebSocketHandshakeError
+    from flowcoro.websocket.connection import WebSocketConnection
+    from flowcoro.websocket.handshake import accept_request
+    from flowcoro.websocket.server import _Head
+
+    head = _Head(request)
+    try:
+        accept_request(head, compression=None)       # refuse bad upgrades before the app
+    except WebSocketHandshakeError as exc:
+        return Response(f"{exc.args[0]}\n", status=exc.status or 400, headers=exc.headers)
+    offered = []
+    for value in request.headers.getall("sec-websocket-protocol"):
+        offered += [t.strip() for t in value.split(",") if t.strip()]
+    scope = {
+        "type": "websocket", "asgi": _ASGI, "http_version": request.http_version,
+        "scheme": "ws", "path": request.path, "raw_path": request.raw_path,
+        "query_string": request.query_string, "root_path": server.root_path,
+        "headers": request.headers.raw, "client": _host_port(request.client),
+        "server": server._server_addr, "subprotocols": offered, "state": server.state.copy(),
+    }
+    ws = None
+    connected = False           # websocket.connect delivered
+    closed = False              # the app sent websocket.close (or the peer closed)
+
+    async def receive():
+        nonlocal connected, closed
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        if ws is None:
+            raise ASGIError("receive() before websocket.accept")
+        try:
+            message = await ws.receive()
+        except WebSocketClosed as exc:
+            closed = True
+            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        if type(message) is str:
+            return {"type": "websocket.receive", "text": message}
+        return {"type": "websocket.receive", "bytes": message}
+
+    async def send(message):
+        nonlocal ws, closed
+        kind = message["type"]
+        if ws is None:
+            if kind == "websocket.accept":
+                chosen = message.get("subprotocol")
+                hs = accept_request(head, select_subprotocol=lambda offered: chosen,
+                                    extra_headers=message.get("headers") or ())
+                request.start_response(101, hs.headers)
+                transport, data = request.detach()
+                ws = WebSocketConnection(transport, "server", subprotocol=hs.subprotocol,
+                                         deflate=hs.deflate, initial_data=data, handshake=hs)
+                server._asgi_websockets.add(ws)
+            elif kind == "websocket.close":
+                closed = True
+                request.respond(403, [(b"content-type", b"text/plain")], b"Forbidden\n")
+            else:
+                raise ASGIError(f"{kind!r} before websocket.accept")
+            return
+        if closed:
+            raise ASGIError(f"{kind!r} after the WebSocket closed")
+        if kind == "websocket.send":
+            text = message.get("text")
+            await ws.send(text if text is not None else message.get("bytes") or b"")
+        elif kind == "websocket.close":
+            closed = True
+            await ws.close(message.get("code", 1000), message.get("reason") or "")
+        else:
+            raise ASGIError(f"unexpected ASGI message {kind!r} on a WebSocket")
+
+    try:
+        await server.app(scope, receive, send)
+    except Exception:
+        server._asgi_websockets.discard(ws)
+        if ws is None:
+            if request.response_started:
+                return RESPONSE_SENT
+            raise                               # 500
+        log.exception("ASGI WebSocket app failed")
+        if ws.open:
+            await ws.close(1011, "internal error")
+        return RESPONSE_SENT
+    server._asgi_websockets.discard(ws)
+    if ws is None:
+        if not request.response_started:
+            # Returned without accepting or closing: refuse (as with close).
+            request.respond(403, [(b"content-type", b"text/plain")], b"Forbidden\n")
+        return RESPONSE_SENT
+    if ws.open:
+        await ws.close(1000)
+    return RESPONSE_SENT
+
+
 def _host_port(addr):
     # ASGI wants (host, port); IPv6 peernames carry flowinfo and scope id too.
     return tuple(addr[:2]) if isinstance(addr, tuple) else addr
@@ -145,10 +243,14 @@ class ASGIServer(HttpServer):
         self._lifespan_queue = None
         self._server_addr = None
         self.dispatch = self._handle
+        self._asgi_websockets = set()       # open WebSocket sessions, closed (1001) at stop
+        self._websocket_registries.append(self._asgi_websockets)
         self.on_startup(self._startup)
         self.on_shutdown(self._shutdown)
 
     async def _handle(self, request):
+        if request.upgrade is not None and request.upgrade.lower() == b"websocket":
+            return await _websocket(self, request)
         ex = _Exchange(request)
         scope = {
             "type": "http", "asgi": _ASGI, "http_version": request.http_version,
