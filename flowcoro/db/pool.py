@@ -248,9 +248,11 @@ class Pool:
             w = self._waiters.popleft()
             if not w.done():
                 w.set_exception(PoolClosedError("the pool was closed"))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         await self._close_idle()
         if self._lent or self._settling:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), timeout)
             except asyncio.TimeoutError:
@@ -260,8 +262,18 @@ class Pool:
         self._lent.clear()
         self._settling.clear()
         await self._close_idle()
-        for t in list(self._tasks):
-            t.cancel()
+        # Background work (closing given-back connections, settling, opening
+        # for a waiter) is waited for, so that close() returns with every
+        # connection closed; past the deadline it is cancelled.
+        while self._tasks:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            tasks = set(self._tasks)
+            _, pending = await asyncio.wait(tasks, timeout=left)
+            if pending and left is not None and loop.time() >= deadline:
+                for t in pending:
+                    t.cancel()
+                await asyncio.wait(pending)
+                break
         self._state = "closed"
 
     async def terminate(self) -> None:

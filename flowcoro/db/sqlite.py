@@ -24,6 +24,7 @@ import itertools
 import queue
 import sqlite3
 import threading
+import time
 import weakref
 
 from flowcoro.db._base import Connection, PreparedStatement, QueryResult
@@ -88,7 +89,21 @@ def _open(w: _Worker):
                          uri=w.path.startswith("file:"))
     w.db = db
     if w.wal:
-        db.execute("PRAGMA journal_mode=WAL")
+        # WAL is a property of the file: once set it stays.  Switching needs
+        # a moment alone with the file, and SQLite answers "locked" at once
+        # (no busy wait) when another connection is opening it at the same
+        # time: retry for up to the busy timeout (we are on the worker
+        # thread, sleeping blocks no loop).
+        deadline = time.monotonic() + w.timeout
+        while True:
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
     db.execute("PRAGMA foreign_keys=ON")
     return None
 
