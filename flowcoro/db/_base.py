@@ -183,10 +183,10 @@ class Transaction:
         try:
             await self.rollback()
         except DatabaseError:
-            # The block's own error is the one to report; a rollback that
-            # fails means the connection is gone, and the server has then
-            # rolled the whole transaction back itself.
-            self._conn._mark_broken()
+            # The block's own error is the one to report.  A rollback that
+            # fails leaves the session in an unknown state: close it (the
+            # server then drops the transaction with the session).
+            await self._conn.close()
         return False
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ from flowcoro.errors import DatabaseConnectionError
 
 async def _wait_running(admin, pid, what):
     """Wait until backend ``pid`` runs a statement containing ``what``."""
-    for _ in range(200):
+    for _ in range(1000):
         q = await admin.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1 "
                                  "AND state = 'active'", [pid])
         if q and what in q:
@@ -70,10 +70,11 @@ def test_pg_terminate_mid_transaction_applies_nothing(run, postgres_url, table):
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         pool.release(conn)
         await admin.fetchval("SELECT pg_terminate_backend($1)", [pid])
-        for _ in range(100):
+        for _ in range(500):
             if conn.is_closed:
                 break
             await asyncio.sleep(0.02)
+        assert conn.is_closed
         async with pool.transaction() as c2:
             assert c2 is not conn
             await c2.execute(f"INSERT INTO {table} VALUES (1)")
@@ -127,7 +128,11 @@ def test_mysql_kill_mid_query(run, mysql_url):
         # finds it dead and the pool opens another
         tid2 = await pool.fetchval("SELECT CONNECTION_ID()")
         await admin.execute(f"KILL {int(tid2)}")
-        await asyncio.sleep(0.1)
+        for _ in range(500):        # until the server has really dropped it
+            if not await admin.fetchval("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                                        "WHERE ID = $1", [tid2]):
+                break
+            await asyncio.sleep(0.01)
         assert await pool.fetchval("SELECT CONNECTION_ID()") not in (tid, tid2)
         # a call cancelled mid-command drops its connection (protocol state unknown)
         t = asyncio.ensure_future(pool.fetchval("SELECT SLEEP(5)"))

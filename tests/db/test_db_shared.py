@@ -305,3 +305,29 @@ def test_pool_basics(run, url, table):
             await pool.execute(f"DROP TABLE {table}")
         assert pool.closed
     run(main())
+
+
+def test_transaction_edges(run, url, table):
+    async def main():
+        async with connected(url, table) as conn:
+            # committed by hand inside the block: the block's end does nothing more
+            async with conn.transaction() as c:
+                await c.execute(f"INSERT INTO {table} (id) VALUES (1)")
+            tx = conn.transaction()
+            async with tx:
+                await conn.execute(f"INSERT INTO {table} (id) VALUES (2)")
+                await tx.commit()
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 2
+            # a rollback that fails closes the connection; the block's error wins
+            other = await db.connect(url)
+
+            async def broken_rollback():
+                raise db.OperationalError("rollback failed")
+            other._rollback = broken_rollback
+            with pytest.raises(KeyError):
+                async with other.transaction():
+                    await other.execute(f"INSERT INTO {table} (id) VALUES (3)")
+                    raise KeyError
+            assert other.is_closed
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 2
+    run(main())
