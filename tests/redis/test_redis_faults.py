@@ -16,6 +16,15 @@ def fast_retry(url, **kw):
     return from_url(url, **kw)
 
 
+async def wait_blocked(r, n):
+    """Wait until the server counts ``n`` clients blocked in BLPOP & co."""
+    for _ in range(500):
+        if (await r.info("clients"))["blocked_clients"] == n:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"blocked_clients never became {n}")
+
+
 def test_restart_fails_inflight_commands_then_reconnects(run, private_redis):
     srv = private_redis
 
@@ -133,9 +142,9 @@ def test_pool_limits_and_no_leaks(run, private_redis):
             b1.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await b1
-            # Give the server time to see b1's connection close; otherwise it
+            # Wait until the server has seen b1's connection close; otherwise it
             # may still hand it "x" (the element is then lost, as with any client).
-            await asyncio.sleep(0.05)
+            await wait_blocked(r, 1)
             await r.rpush("q", "x")
             assert await b2 == (b"q", b"x")
             for _ in range(30):
@@ -143,7 +152,7 @@ def test_pool_limits_and_no_leaks(run, private_redis):
                 await asyncio.sleep(0)
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
-            await asyncio.sleep(0.05)
+            await wait_blocked(r, 0)
             await r.rpush("q", "y")
             assert await r.blpop("q", 1) == (b"q", b"y")
             stats = r.connection_pool.stats()
