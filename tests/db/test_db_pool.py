@@ -199,3 +199,71 @@ def test_connect_failure_frees_the_slot(run):
         with pytest.raises(db.DatabaseConnectionError):
             await bad.open()
     run(main())
+
+
+def test_pool_internals_with_failing_opener(run, tmp_path):
+    async def main():
+        url = f"sqlite://{tmp_path}/f.db"
+        fail = {"on": False}
+
+        async def opener():
+            if fail["on"]:
+                raise db.DatabaseConnectionError("server down")
+            return await db.connect(url)
+        pool = db.Pool(opener, min_size=1, max_size=1, max_idle=0.05, max_lifetime=0.3,
+                       acquire_timeout=5)
+        await pool
+        await pool.open()               # twice: no-op
+        conn = await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0.01)
+        fail["on"] = True
+        await conn.close()
+        pool.release(conn)              # broken: the replacement for the waiter fails
+        with pytest.raises(db.DatabaseConnectionError):
+            await waiter
+        assert pool.size == 0
+        fail["on"] = False
+        # maintenance refills min_size, then retires by lifetime and drops broken ones
+        for _ in range(50):
+            if pool.idle:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.idle == 1
+        c = pool._idle[0]
+        await c.close()                 # broken while idle
+        for _ in range(50):
+            if pool.stats["broken"] >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.stats["broken"] >= 2
+        for _ in range(50):
+            if pool.stats["retired"] >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.stats["retired"] >= 1
+        # closing while a connection is being opened for a caller
+        fail["on"] = True
+        await pool.close()
+        assert pool.size == 0
+        slow = {"n": 0}
+
+        async def slow_opener():
+            await asyncio.sleep(0.1)
+            return await db.connect(url)
+        p2 = db.Pool(slow_opener, min_size=0, max_size=1)
+        await p2.open()
+        t = asyncio.ensure_future(p2.acquire())
+        await asyncio.sleep(0.01)
+        await p2.close()
+        with pytest.raises(db.PoolClosedError):
+            await t
+        assert p2.size == 0
+        # sqlite extras
+        c = await db.connect(url)
+        assert await c.in_transaction_now() is False
+        cur = c.cursor("SELECT 1 UNION ALL SELECT 2", batch_size=1)
+        assert await cur.fetchmany() == [(1,)]
+        await c.close()                 # closes the open cursor too
+        assert "closed" in repr(c)
+    run(main())

@@ -179,3 +179,43 @@ def test_begin_rides_with_the_first_statement(run, postgres_url, table):
         await conn.execute(f"DROP TABLE {table}")
         await conn.close()
     run(main())
+
+
+def test_calls_wait_for_copy_and_batches(run, postgres_url, table):
+    async def main():
+        async with connected(postgres_url, table) as conn:
+            ins = f"INSERT INTO {table} (id) VALUES ($1)"
+            sleeper = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(0.1)"))
+            await asyncio.sleep(0)
+            # COPY waits for the call in flight; the others wait for the COPY
+            jobs = [conn.copy(table, [(i, "c", 1.0) for i in range(1, 3001)], ["id", "name", "v"]),
+                    conn.executemany(ins, [(i,) for i in range(5000, 5100)]),
+                    conn.executemany(ins, [(i,) for i in range(6000, 6100)]),
+                    conn.prepare(f"SELECT id FROM {table}"),
+                    conn.fetchval(f"SELECT count(*) FROM {table}")]
+            tasks = [asyncio.ensure_future(j) for j in jobs]
+            await asyncio.sleep(0)
+            settle = asyncio.ensure_future(conn._drain())
+            out = await asyncio.gather(*tasks)
+            await settle
+            await sleeper
+            assert out[0] == 3000 and out[1] == 100 and out[2] == 100
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 3200
+            # COPY into something that is not a table: the server's error, connection fine
+            await conn.execute(f"CREATE VIEW {table}_v AS SELECT * FROM {table}")
+            with pytest.raises(ProgrammingError):
+                await conn.copy(f"{table}_v", [(1, "x", 1.0)], ["id", "name", "v"])
+            await conn.execute(f"DROP VIEW {table}_v")
+            # an unsent BEGIN rolled back: nothing to send
+            tx = conn.transaction()
+            await tx.start()
+            await tx.rollback()
+            assert not conn.in_transaction
+            # close() with a call in flight: the call is told
+            pending = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(5)"))
+            await asyncio.sleep(0.05)
+            await conn.close()
+            assert repr(conn).startswith("<PostgresConnection closed")
+            with pytest.raises(InterfaceError):
+                await pending
+    run(main())
