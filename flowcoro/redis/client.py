@@ -60,6 +60,9 @@ class Redis(Commands):
         host, port, db, username, password, client_name, decode_responses,
         protocol, ssl, unix_socket_path, socket_connect_timeout: where and
             how to connect (or use :meth:`from_url`).
+        socket_timeout: seconds the server may stay silent while replies
+            are owed on the shared connection; then it is dropped and its
+            in-flight commands raise RedisTimeoutError (default: no limit).
         connection_pool: share an existing :class:`ConnectionPool`.
         max_connections, acquire_timeout, health_check_interval,
         retry_attempts, retry_backoff: passed to the pool.
@@ -71,6 +74,7 @@ class Redis(Commands):
                  encoding: str = "utf-8", encoding_errors: str = "strict",
                  protocol: int = 2, ssl: Any = None, unix_socket_path: str | None = None,
                  socket_connect_timeout: float | None = 10.0,
+                 socket_timeout: float | None = None,
                  connection_pool: ConnectionPool | None = None, **pool_kwargs: Any):
         if connection_pool is None:
             params = ConnectionParams(
@@ -78,7 +82,7 @@ class Redis(Commands):
                 password=password, client_name=client_name, ssl=ssl,
                 decode_responses=decode_responses, encoding=encoding,
                 encoding_errors=encoding_errors, protocol=protocol,
-                connect_timeout=socket_connect_timeout)
+                connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout)
             if protocol not in (2, 3):
                 raise InvalidArgumentError("protocol", protocol, "must be 2 or 3")
             connection_pool = ConnectionPool(params, **pool_kwargs)

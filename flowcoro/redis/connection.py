@@ -121,6 +121,10 @@ class ConnectionParams:
         encoding, encoding_errors: used when decode_responses is true.
         protocol: 2 (RESP2) or 3 (RESP3 via HELLO 3).
         connect_timeout: seconds for the TCP/TLS connect plus the handshake.
+        socket_timeout: on the shared connection, seconds the server may
+            stay silent while replies are owed; then the connection is
+            dropped and its in-flight commands fail with RedisTimeoutError
+            (None: wait for ever).  Blocking commands are not affected.
     """
 
     host: str = "127.0.0.1"
@@ -136,6 +140,7 @@ class ConnectionParams:
     encoding_errors: str = "strict"
     protocol: int = 2
     connect_timeout: float | None = 10.0
+    socket_timeout: float | None = None
     extra: dict = field(default_factory=dict)
 
     def address(self) -> str:
@@ -201,6 +206,8 @@ def parse_url(url: str, **overrides) -> ConnectionParams:
         kw["decode_responses"] = _truthy(q.pop("decode_responses"))
     if "socket_connect_timeout" in q:
         kw["connect_timeout"] = float(q.pop("socket_connect_timeout"))
+    if "socket_timeout" in q:
+        kw["socket_timeout"] = float(q.pop("socket_timeout"))
     if scheme == "rediss":
         ctx = _ssl.create_default_context()
         reqs = q.pop("ssl_cert_reqs", "required").lower()
@@ -261,6 +268,10 @@ class Connection(asyncio.Protocol):
         self.writes = 0
         #: replies read and thrown away because their caller was cancelled.
         self.dropped = 0
+        #: seconds of server silence tolerated while replies are owed (None: no limit).
+        self.reply_timeout: float | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._armed_at = self._last_rx = 0.0
 
     def __repr__(self) -> str:
         state = "closed" if self._error is not None else f"pending={len(self._waiters)}"
@@ -287,6 +298,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data):
         """asyncio callback: parse every complete reply and hand it to its waiter (FIFO)."""
+        if self.reply_timeout is not None:
+            self._last_rx = self._loop.time()
         reader = self._reader
         reader.feed(data)
         waiters = self._waiters
@@ -410,6 +423,24 @@ class Connection(asyncio.Protocol):
         self._wbuf = []
         self._transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
         self.writes += 1
+        if self.reply_timeout is not None and self._stall_timer is None:
+            self._armed_at = self._loop.time()
+            self._stall_timer = self._loop.call_later(self.reply_timeout, self._check_stall)
+
+    def _check_stall(self):
+        """Drop the connection if the server said nothing for ``reply_timeout`` s
+        while replies are owed (a dead peer or a half-open TCP connection)."""
+        self._stall_timer = None
+        if self._error is not None or not self._waiters or self.reply_timeout is None:
+            return
+        silent = self._loop.time() - max(self._last_rx, self._armed_at)
+        if silent >= self.reply_timeout:
+            self._fail(RedisTimeoutError(
+                f"no reply from redis at {self.params.address()} within "
+                f"{self.reply_timeout} s (socket_timeout): connection dropped"))
+        else:
+            self._stall_timer = self._loop.call_later(self.reply_timeout - silent,
+                                                      self._check_stall)
         self.last_used = self._loop.time()
 
     async def execute(self, *args) -> Any:
@@ -442,6 +473,9 @@ class Connection(asyncio.Protocol):
             return
         self._error = err
         self._wbuf = []
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         waiters, self._waiters = self._waiters, collections.deque()
         for w in waiters:
             fut = w.fut if w.__class__ is _Batch else w

@@ -182,6 +182,8 @@ class ConnectionPool:
             conn.close()
             raise RedisConnectionError("the redis connection pool is closed")
         conn.on_lost = self._shared_lost
+        # Only here: a dedicated connection may wait legitimately (BLPOP).
+        conn.reply_timeout = self.params.socket_timeout
         self._shared = conn
         return conn
 

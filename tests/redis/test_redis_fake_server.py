@@ -104,3 +104,29 @@ def test_handshake_errors(run):
         await r.aclose()
         server.close()
     run(main())
+
+
+def test_silent_server_hits_socket_timeout(run):
+    calls = []
+
+    def answer(data):
+        calls.append(data)
+        if len(calls) == 2:
+            return b""                  # goes silent for this one
+        return b"+PONG\r\n" * data.count(b"PING")
+
+    async def main():
+        server, port = await fake_server(answer)
+        r = Redis.from_url(f"redis://127.0.0.1:{port}?socket_timeout=0.2")
+        assert r.connection_pool.params.socket_timeout == 0.2
+        assert await r.ping() is True
+        with pytest.raises(errors.RedisTimeoutError, match="socket_timeout"):
+            await asyncio.gather(r.ping(), r.ping())
+        assert await r.ping() is True                 # a new connection
+        # Steady traffic keeps a connection alive however long it lasts.
+        for _ in range(5):
+            assert await r.ping() is True
+            await asyncio.sleep(0.05)
+        await r.aclose()
+        server.close()
+    run(main())
