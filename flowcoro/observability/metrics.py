@@ -109,11 +109,12 @@ class Metrics:
     def __init__(self, registry=None, *, namespace=""):
         self.namespace = namespace
         self._decls = {}        # name -> _Decl
-        self._counters = {}     # key -> number   (key: name, (name, tuple) or (name, items))
-        self._gauges = {}       # (name, label values) -> number
-        self._hists = {}        # key -> [buckets tuple, n_0 .. n_len(buckets) (+Inf), sum]
-        self._keys = {}         # counter/histogram key -> (name, label values in declared order)
-        self._gkeys = {}        # gauge key -> (name, label values): the _gauges key
+        # Per declared name: {label key: ...} (see "the fast paths" below).
+        self._counters = {}     # name -> {label key: number}
+        self._hists = {}        # name -> {label key: [bounds, n_0 .. n_len(bounds) (+Inf), sum]}
+        self._canon = {}        # name -> {label key: label values in declared order}
+        self._galias = {}       # gauge name -> {label key: label values}
+        self._gauges = {}       # gauge name -> {label values: number}
         self._lock = threading.Lock()   # slow path only (declarations)
         self._collector = MetricsCollector(self)
         self._servers = []
@@ -158,58 +159,78 @@ class Metrics:
                                       f"{list(old.labelnames)}")
                 return name
             self._decls[name] = _Decl(kind, name, doc or name, labelnames, buckets)
+            # The inner dicts exist from declaration on: the fast paths find
+            # them or fall to _first_use with a KeyError.
+            if kind == _COUNTER:
+                self._canon[name] = {}
+                self._counters[name] = {}
+            elif kind == _GAUGE:
+                self._galias[name] = {}
+                self._gauges[name] = {}
+            else:
+                self._canon[name] = {}
+                self._hists[name] = {}
         return name
 
     # -- the fast paths ----------------------------------------------------------
+    # Storage is one inner dict per declared name (created by _declare), keyed
+    # by the labels as given: None, the tuple of values, or a dict's items
+    # tuple.  Invariant: a label key present in _counters[name],
+    # _hists[name] or _galias[name] was validated by _first_use, and
+    # _canon[name][key] (counters, histograms) / _galias[name][key] (gauges)
+    # holds its label values in declared order.
     def counter_inc(self, name, labels=None):
         """Add 1 to counter ``name`` (labels: tuple of values or dict)."""
-        key = name if labels is None else (
-            (name, labels) if labels.__class__ is tuple else (name, tuple(labels.items())))
+        if labels.__class__ is dict:
+            labels = tuple(labels.items())
         try:
-            self._counters[key] += 1
+            self._counters[name][labels] += 1
         except KeyError:
-            self._first_use(_COUNTER, key, name, labels, 1)
+            self._first_use(_COUNTER, name, labels, 1)
 
     def counter_add(self, name, amount, labels=None):
         """Add ``amount`` (>= 0) to counter ``name``."""
         if not amount >= 0:
             raise MetricError(f"counter {name!r}: cannot add {amount!r} (counters only go up)")
-        key = name if labels is None else (
-            (name, labels) if labels.__class__ is tuple else (name, tuple(labels.items())))
+        if labels.__class__ is dict:
+            labels = tuple(labels.items())
         try:
-            self._counters[key] += amount
+            self._counters[name][labels] += amount
         except KeyError:
-            self._first_use(_COUNTER, key, name, labels, amount)
+            self._first_use(_COUNTER, name, labels, amount)
 
     def gauge_set(self, name, value, labels=None):
         """Set gauge ``name`` to ``value``."""
-        key = name if labels is None else (
-            (name, labels) if labels.__class__ is tuple else (name, tuple(labels.items())))
-        # Gauges are stored under the canonical (name, values) key: two
-        # spellings of one series (dict and tuple) must not both keep a value.
-        ck = self._gkeys.get(key)
-        if ck is None:
-            self._first_use(_GAUGE, key, name, labels, value)
+        if labels.__class__ is dict:
+            labels = tuple(labels.items())
+        # Gauges are stored under their label values in declared order: two
+        # spellings of one series (dict and tuple) must share one value.
+        try:
+            values = self._galias[name][labels]
+        except KeyError:
+            self._first_use(_GAUGE, name, labels, value)
         else:
-            self._gauges[ck] = value
+            self._gauges[name][values] = value
 
     def gauge_add(self, name, amount, labels=None):
         """Add ``amount`` (may be negative) to gauge ``name``."""
-        key = name if labels is None else (
-            (name, labels) if labels.__class__ is tuple else (name, tuple(labels.items())))
-        ck = self._gkeys.get(key)
-        if ck is None:
-            self._first_use(_GAUGE, key, name, labels, amount, add=True)
+        if labels.__class__ is dict:
+            labels = tuple(labels.items())
+        try:
+            values = self._galias[name][labels]
+        except KeyError:
+            self._first_use(_GAUGE, name, labels, amount, add=True)
         else:
-            self._gauges[ck] += amount
+            self._gauges[name][values] += amount
 
     def histogram_observe(self, name, value, labels=None):
         """Record ``value`` in histogram ``name``."""
-        key = name if labels is None else (
-            (name, labels) if labels.__class__ is tuple else (name, tuple(labels.items())))
-        cell = self._hists.get(key)
-        if cell is None:
-            self._first_use(_HISTOGRAM, key, name, labels, value)
+        if labels.__class__ is dict:
+            labels = tuple(labels.items())
+        try:
+            cell = self._hists[name][labels]
+        except KeyError:
+            self._first_use(_HISTOGRAM, name, labels, value)
             return
         # cell[0] = bounds; bucket i (le bounds[i]) is cell[i + 1]; +Inf is
         # cell[len(bounds) + 1]; the sum is cell[-1].  bisect_left gives the
@@ -217,14 +238,21 @@ class Metrics:
         cell[bisect_left(cell[0], value) + 1] += 1
         cell[-1] += value
 
-    def _first_use(self, kind, key, name, labels, value, add=False):
-        """Slow path: validate ``key`` against the declaration, then record."""
+    def _first_use(self, kind, name, labels, value, add=False):
+        """Slow path: validate ``labels`` against the declaration, then record.
+
+        ``labels`` is None, a tuple of values, or a dict's items tuple (the
+        fast paths turned a dict into that)."""
+        if labels is not None and labels.__class__ is not tuple:
+            raise MetricError(f"{kind} {name!r}: labels must be a tuple of values or a dict, "
+                              f"not {type(labels).__name__}")
+        as_items = bool(labels) and all(x.__class__ is tuple and len(x) == 2 for x in labels)
         decl = self._decls.get(name)
         if decl is None:
-            if labels is not None and labels.__class__ is tuple:
+            if labels and not as_items:
                 raise MetricError(f"{kind} {name!r} takes label values as a tuple only once "
                                   f"declared (declare it, or pass a dict)")
-            names = () if labels is None else tuple(labels)
+            names = tuple(k for k, _ in labels) if labels else ()
             if kind == _HISTOGRAM:
                 self.histogram(name, name, names)
             else:
@@ -232,57 +260,65 @@ class Metrics:
             decl = self._decls[name]
         if decl.kind != kind:
             raise MetricError(f"metric {name!r} is a {decl.kind}, not a {kind}")
-        if labels is None:
+        if not labels:
             values = ()
-        elif labels.__class__ is tuple:
-            values = labels
+        elif as_items and decl.labelnames and all(
+                isinstance(k, str) for k, _ in labels):
+            given = dict(labels)
+            values = tuple(given[ln] for ln in decl.labelnames if ln in given)
+            if len(given) != len(decl.labelnames):
+                values = None
         else:
-            try:
-                values = tuple(labels[ln] for ln in decl.labelnames)
-            except (KeyError, TypeError):
-                values = None
-            if values is not None and len(labels) != len(decl.labelnames):
-                values = None
+            values = labels
         if values is None or len(values) != len(decl.labelnames):
+            shown = dict(labels) if as_items else labels
             raise MetricError(f"{kind} {name!r} has labels {list(decl.labelnames)}; "
-                              f"got {labels!r}")
+                              f"got {shown!r}")
         values = tuple(str(v) for v in values)
         if kind == _COUNTER and not value >= 0:
             raise MetricError(f"counter {name!r}: cannot add {value!r} (counters only go up)")
-        if kind != _GAUGE:
-            self._keys[key] = (name, values)
         if kind == _COUNTER:
-            self._counters[key] = self._counters.get(key, 0) + value
+            self._canon[name][labels] = values
+            self._counters[name][labels] = value
         elif kind == _GAUGE:
-            ck = self._gkeys[key] = (name, values)
-            self._gauges[ck] = self._gauges.get(ck, 0) + value if add else value
+            self._galias[name][labels] = values
+            g = self._gauges[name]
+            g[values] = g.get(values, 0) + value if add else value
         else:
+            self._canon[name][labels] = values
             cell = [decl.buckets] + [0] * (len(decl.buckets) + 1) + [0.0]
             cell[bisect_left(decl.buckets, value) + 1] += 1
             cell[-1] += value
-            self._hists[key] = cell
+            self._hists[name][labels] = cell
 
     # -- reading -------------------------------------------------------------------
     def _fold(self):
         """{name: {label values: value}} from a snapshot of every dict."""
-        keys = self._keys.copy()
+        canon = {n: d.copy() for n, d in self._canon.copy().items()}
         out = {}
-        for key, v in self._counters.copy().items():
-            name, values = keys[key]
-            per = out.setdefault(name, {})
-            per[values] = per.get(values, 0) + v
-        for (name, values), v in self._gauges.copy().items():
-            out.setdefault(name, {})[values] = v
-        for key, cell in self._hists.copy().items():
-            name, values = keys[key]
-            cell = list(cell)           # a copy: the loop may update the live one
-            per = out.setdefault(name, {})
-            old = per.get(values)
-            if old is None:
-                per[values] = cell
-            else:                       # the same series reached with a dict and a tuple
-                for i in range(1, len(cell)):
-                    old[i] += cell[i]
+        for name, d in self._counters.copy().items():
+            keys = canon[name]
+            per = out[name] = {}
+            for key, v in d.copy().items():
+                values = keys.get(key)
+                if values is not None:      # None: added since canon was copied
+                    per[values] = per.get(values, 0) + v
+        for name, d in self._gauges.copy().items():
+            out[name] = d.copy()
+        for name, d in self._hists.copy().items():
+            keys = canon[name]
+            per = out[name] = {}
+            for key, cell in d.copy().items():
+                values = keys.get(key)
+                if values is None:          # added since canon was copied: next scrape
+                    continue
+                cell = list(cell)       # a copy: the loop may update the live one
+                old = per.get(values)
+                if old is None:
+                    per[values] = cell
+                else:                   # the same series reached with a dict and a tuple
+                    for i in range(1, len(cell)):
+                        old[i] += cell[i]
         return out
 
     def collect(self):
