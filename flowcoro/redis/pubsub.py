@@ -32,7 +32,8 @@ import collections
 import inspect
 from typing import Any, AsyncIterator, Callable
 
-from flowcoro.errors import InvalidStateError, RedisConnectionError, RedisTimeoutError
+from flowcoro.errors import (InvalidStateError, RedisConnectionError, RedisError,
+                             RedisTimeoutError)
 from flowcoro.redis.connection import Connection
 
 __all__ = ["PubSub"]
@@ -177,8 +178,16 @@ class PubSub:
     # -- incoming ------------------------------------------------------------------------
 
     def _on_push(self, reply: Any) -> None:
-        if isinstance(reply, Exception):
+        if isinstance(reply, RedisError):          # the connection is gone
             self._on_lost(reply)
+            return
+        if isinstance(reply, Exception):
+            # A message that failed to decode (decode_responses): get_message
+            # raises it, as redis-py does; the subscription goes on.
+            self._queue.append(reply)
+            g = self._getter
+            if g is not None and not g.done():
+                g.set_result(None)
             return
         if not isinstance(reply, list):
             # RESP2 PING after every channel was dropped: a plain +PONG.
@@ -300,6 +309,8 @@ class PubSub:
         if not self._queue:
             return None
         msg = self._queue.popleft()
+        if isinstance(msg, Exception):
+            raise msg
         if (ignore_subscribe_messages or self.ignore_subscribe_messages) and \
                 msg["type"] not in ("message", "pmessage", "pong"):
             return None

@@ -73,6 +73,13 @@ def test_iterator_handlers_and_roadmap_shortcut(run, r_url, prefix):
                     break
             assert out == ["0", "1", "2"]
             assert seen[0]["data"] == "to-handler" and seen[1] == ("a", "to-async")
+            # Bytes that are not UTF-8 (decode_responses=True): get_message
+            # raises the decode error and the subscription goes on.
+            await r.publish(prefix + "plain", b"\xff")
+            await r.publish(prefix + "plain", "after")
+            with pytest.raises(UnicodeDecodeError):
+                await ps.get_message(timeout=1)
+            assert (await ps.get_message(timeout=1))["data"] == "after"
             await ps.unsubscribe(prefix + "plain")
             await ps.aclose()
             await ps.aclose()                   # idempotent
