@@ -100,7 +100,7 @@ def test_pg_cancelled_call_keeps_connection_consistent(run, postgres_url):
         async def in_tx():
             async with pool.transaction() as conn:
                 await conn.execute("CREATE TEMP TABLE fc_tmp_cancel (x int)")
-                await conn.fetchval("SELECT pg_sleep(5)")
+                await conn.fetchval("SELECT pg_sleep(1)")
         t = asyncio.ensure_future(in_tx())
         await asyncio.sleep(0.2)
         t.cancel()
