@@ -8,7 +8,10 @@ Servers (each started in its own process, pinned to CPU 0 when possible):
 
 * flowcoro:   WebSocketConnection on the FlowCoro loop, upgraded by the
               minimal server of tests/websocket/ws_echo_server.py (the HTTP
-              server's @websocket routes will use the same connection class);
+              server's @websocket routes will use the same connection class),
+              an ``async for`` / ``send`` task per connection;
+* flowcoro-cb: the same in callback mode (``on_message=ws.send_nowait``: no
+              task wake-up per message);
 * websockets: the `websockets` library's asyncio server on uvloop.
 
 Both without compression and without keep-alive pings.  The load
@@ -16,7 +19,9 @@ generator (this process, pinned to CPU 1) opens --conns connections with
 FlowCoro's client handshake, then drives each with a raw asyncio protocol
 over FlowCoro's framing core (masked frames out, one echo awaited before
 the next send), so it costs less than the servers it measures.  Reported:
-echoed messages per second over --duration seconds after a 1 s warm-up.
+echoed messages per second over --duration seconds after a 1 s warm-up,
+and the server process's CPU time per echoed message (user + system, from
+/proc), the steadier figure on a shared machine.
 """
 import argparse
 import asyncio
@@ -39,6 +44,16 @@ sys.path.insert(0, {tests!r})
 import ws_echo_server as s
 async def main():
     server, port, _ = await s.serve(s.echo, port={port}, ping_interval=None, max_message=None,
+                                    accept_options={{"compression": None}})
+    await server.serve_forever()
+flowcoro.run(main())
+""",
+    "flowcoro-cb": """
+import sys, flowcoro
+sys.path.insert(0, {tests!r})
+import ws_echo_server as s
+async def main():
+    server, port, _ = await s.serve(None, port={port}, ping_interval=None, max_message=None,
                                     accept_options={{"compression": None}})
     await server.serve_forever()
 flowcoro.run(main())
@@ -95,7 +110,17 @@ def pin(cpu):
         pass
 
 
-async def measure(port, conns, size, duration):
+def proc_cpu(pid):
+    """CPU seconds (user + system) used so far by process pid (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+async def measure(port, conns, size, duration, pid):
     payload = os.urandom(size)
     frame = FrameBuilder(client=True).binary(payload)
     counter = [0]
@@ -107,12 +132,13 @@ async def measure(port, conns, size, duration):
         d.start(ws.transport)
         drivers.append(d)
     await asyncio.sleep(1.0)                       # warm-up
-    c0, t0, cpu0 = counter[0], time.perf_counter(), time.process_time()
+    c0, t0, cpu0, s0 = counter[0], time.perf_counter(), time.process_time(), proc_cpu(pid)
     await asyncio.sleep(duration)
-    c1, t1, cpu1 = counter[0], time.perf_counter(), time.process_time()
+    c1, t1, cpu1, s1 = counter[0], time.perf_counter(), time.process_time(), proc_cpu(pid)
     for ws in wss:
         ws.transport.abort()
-    return (c1 - c0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0)
+    n = c1 - c0
+    return n / (t1 - t0), (cpu1 - cpu0) / (t1 - t0), (s1 - s0) / n * 1e6 if n else float("nan")
 
 
 def main():
@@ -120,7 +146,7 @@ def main():
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--sizes", default="64,16384")
     ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--servers", default="flowcoro,websockets")
+    ap.add_argument("--servers", default="flowcoro,flowcoro-cb,websockets")
     args = ap.parse_args()
     pin(1)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -146,20 +172,22 @@ def main():
                         raise SystemExit(f"{name} server did not start")
                     time.sleep(0.1)
             for size in sizes:
-                rate, cpu = flowcoro.run(measure(port, args.conns, size, args.duration))
-                results[(name, size)] = rate
-                print(f"{name:>11} {size:>6} B: {rate:>10,.0f} msgs/s  [client CPU {cpu:.0%}]",
-                      flush=True)
+                rate, cpu, us = flowcoro.run(measure(port, args.conns, size, args.duration,
+                                                     proc.pid))
+                results[(name, size)] = (rate, us)
+                print(f"{name:>11} {size:>6} B: {rate:>10,.0f} msgs/s  server {us:6.1f} us CPU/msg"
+                      f"  [client CPU {cpu:.0%}]", flush=True)
         finally:
             proc.terminate()
             proc.wait()
     names = args.servers.split(",")
-    if "flowcoro" in names and len(names) > 1:
-        for other in names:
-            if other != "flowcoro":
+    if "websockets" in names:
+        for ours in names:
+            if ours.startswith("flowcoro"):
                 for size in sizes:
-                    print(f"flowcoro / {other} at {size} B: "
-                          f"{results[('flowcoro', size)] / results[(other, size)]:.2f}x")
+                    (r1, u1), (r2, u2) = results[(ours, size)], results[("websockets", size)]
+                    print(f"{ours} / websockets at {size} B: {r1 / r2:.2f}x msgs/s, "
+                          f"{u2 / u1:.2f}x less server CPU per message")
 
 
 if __name__ == "__main__":

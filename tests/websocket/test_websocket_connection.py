@@ -516,3 +516,74 @@ def test_constructor_checks(loop):
         finally:
             server.close()
     run(loop, main())
+
+
+# ---- callback mode -------------------------------------------------------------
+
+def test_callback_mode_echo_both_clients(loop):
+    async def main():
+        server, port, conns = await ws_echo_server.serve(None)     # on_message=ws.send_nowait
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                for msg in ["cb", b"bin" * 1000, "x" * 100]:
+                    await ws.send(msg)
+                    assert await ws.receive() == msg
+            async with w_connect(f"ws://127.0.0.1:{port}/") as c:
+                await c.send(["frag", "ments"])
+                assert await c.recv() == "fragments"
+            while conns:
+                await asyncio.sleep(0.01)
+        finally:
+            server.close()
+    run(loop, main())
+
+
+def test_callback_errors_setter_and_send_nowait(loop):
+    s = FrameBuilder(client=False)
+
+    async def talk(reader, writer):
+        writer.write(s.text("one") + s.text("two"))
+        p = FrameParser(client=False)
+        events = await read_frames(reader, p, 2)
+        assert events == ["got one", Close(1011, "internal error")]
+
+    async def main():
+        server, port = await raw_server(talk)
+        async with server:
+            ws = await connect(f"ws://127.0.0.1:{port}/", close_timeout=0.2)
+            while len(ws._messages) < 2:
+                await asyncio.sleep(0.001)
+            got = []
+
+            def cb(msg):
+                got.append(msg)
+                if msg == "two":
+                    raise RuntimeError("boom")
+                assert ws.send_nowait("got " + msg) is True
+
+            errors = []
+            asyncio.get_running_loop().set_exception_handler(lambda lp, ctx: errors.append(ctx))
+            ws.on_message = cb          # drains the two queued messages
+            assert ws.on_message is cb
+            assert got == ["one", "two"]
+            assert isinstance(errors[0]["exception"], RuntimeError)
+            with pytest.raises(WebSocketClosed):
+                ws.send_nowait("late")
+            await ws.wait_closed()
+
+        async def never_reads(reader, writer):
+            await asyncio.sleep(3600)
+        server, port = await raw_server(never_reads)
+        async with server:
+            ws = await connect(f"ws://127.0.0.1:{port}/", max_send_buffer=128 * 1024,
+                               close_timeout=0.05, compression=None)
+            sent = 0
+            while ws.send_nowait(b"z" * 32768):
+                sent += 1
+                assert sent < 2000
+            assert sent >= 1                      # then the bound failed the connection
+            with pytest.raises(WebSocketClosed) as info:
+                ws.send_nowait(b"z")
+            assert info.value.sent_code == 1013
+            await ws.wait_closed()
+    run(loop, main())

@@ -53,6 +53,12 @@ class _Upgrade(asyncio.Protocol):
                                  deflate=hs.deflate, initial_data=rest, handshake=hs,
                                  **self.options)
         self.connections.add(ws)
+        if self.handler is None:
+            # callback mode: echo from the protocol callback, no task
+            ws.on_message = ws.send_nowait
+            done = asyncio.get_running_loop().create_task(ws.wait_closed())
+            done.add_done_callback(lambda t: self.connections.discard(ws))
+            return
         task = asyncio.get_running_loop().create_task(self._run(ws))
         task.add_done_callback(lambda t: self.connections.discard(ws))
 
@@ -72,7 +78,9 @@ async def echo(ws):
 
 
 async def serve(handler, host="127.0.0.1", port=0, accept_options=None, **options):
-    """Start a server; returns (asyncio server, port, set of live connections)."""
+    """Start a server; returns (asyncio server, port, set of live connections).
+
+    ``handler=None``: echo in callback mode (``on_message=ws.send_nowait``)."""
     loop = asyncio.get_running_loop()
     conns = set()
     server = await loop.create_server(
