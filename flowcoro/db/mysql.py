@@ -41,7 +41,7 @@ def _import():
             import asyncmy
             import asyncmy.cursors  # noqa: F401
             import asyncmy.errors  # noqa: F401
-        except ImportError as e:        # pragma: no cover - depends on the install
+        except ImportError as e:
             raise ImportError("MySQL/MariaDB support needs asyncmy: "
                               "pip install 'flowcoro[mysql]'") from e
         _asyncmy = asyncmy

@@ -74,7 +74,7 @@ def _import():
             import psycopg
             from psycopg import pq
             from psycopg.adapt import PyFormat
-        except ImportError as e:        # pragma: no cover - depends on the install
+        except ImportError as e:
             raise ImportError("PostgreSQL support needs psycopg: "
                               "pip install 'flowcoro[postgres]'") from e
         _pq = pq

@@ -100,3 +100,21 @@ def test_public_surface():
     assert db.PoolTimeout is db.PoolTimeout
     r = db.QueryResult([(1,)], ["a"], 1, None)
     assert r.mappings() == [{"a": 1}] and r.scalar() == 1
+
+
+def test_drivers_are_imported_lazily_with_a_clear_error(monkeypatch):
+    import subprocess
+    import sys
+    code = ("import sys, flowcoro.db; "
+            "print(sorted(m for m in ('psycopg', 'asyncmy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from flowcoro.db import mysql, postgres
+    monkeypatch.setattr(postgres, "_psycopg", None)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ImportError, match=r"flowcoro\[postgres\]"):
+        postgres._import()
+    monkeypatch.setattr(mysql, "_asyncmy", None)
+    monkeypatch.setitem(sys.modules, "asyncmy", None)
+    with pytest.raises(ImportError, match=r"flowcoro\[mysql\]"):
+        mysql._import()
