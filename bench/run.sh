@@ -3,7 +3,7 @@
 # ../shared/bench (interleaved rounds, pinned CPUs, quiet checks; see its
 # README).  Raw results and tables go to $RESULTS (default bench/results/).
 #
-#   bench/run.sh [micro|echo|pytest|all]     (default all)
+#   bench/run.sh [micro|echo|pytest|http|all]     (default all)
 #
 # env: SHARED_BENCH (default ../shared/bench), PYTHON (default .venv/bin/python),
 #      REPS, DURATION, ... as the shared runners take them.
@@ -28,6 +28,15 @@ fi
 if [ "$what" = echo ] || [ "$what" = all ]; then
   # TCP echo, 1 KiB messages, 1 and 64 connections (server CPU 0, load CPU 1)
   "$shared/echo.sh" "$here/echo_servers.txt"
+fi
+if [ "$what" = http ] || [ "$what" = all ]; then
+  # HTTP plaintext GET /, 64 connections, plain and pipelined x16: HttpServer
+  # and ASGIServer beside uvicorn, granian and socketify.  The anchors run from
+  # the shared bench venv (its setup.sh installs them and wrk); FlowCoro from
+  # this checkout's .venv.
+  bench_venv=${BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/flowcoro-bench-venv}
+  [ -x "$bench_venv/bin/python" ] && command -v wrk >/dev/null || "$shared/setup.sh"
+  PYTHON=$bench_venv/bin/python BASE=${BASE:-uvicorn} "$shared/http.sh" "$here/http_servers.txt"
 fi
 if [ "$what" = pytest ] || [ "$what" = all ]; then
   # pytest-benchmark view of the same micro-benchmarks at 5 % size
