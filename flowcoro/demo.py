@@ -38,7 +38,22 @@ API (JSON bodies; errors are ``{"error": "..."}`` with the status below):
 ``GET /api/items/{id}``   the item ``{"id", "name", "value"}``, or 404
 ``PUT /api/items/{id}``   replace name and value -> 200 and the item; 404, 409
 ``DELETE /api/items/{id}`` 204, or 404
+``GET /chat``             the chat page (HTML + JS, no external assets)
+``GET /ws/chat``          the chat's WebSocket endpoint (protocol below)
 ========================  ==================================================
+
+The chat (:class:`Chat`) runs on :class:`flowcoro.websocket.server.WebSocketServer`
+and :class:`~flowcoro.websocket.server.ChatRoom`.  Every message, both ways,
+is a small JSON text message ``{"type", "room", "name", "text"}``:
+
+* client -> server: ``{"type": "join", "room": R, "name": N}`` (again to
+  change room or name), ``{"type": "message", "text": T}``,
+  ``{"type": "leave"}``;
+* server -> the room: ``{"type": "join"|"leave", "room", "name", "text"}``
+  notices and ``{"type": "message", "room", "name", "text"}`` (the sender
+  gets its own message back too, so every member sees one order);
+* server -> the sender only: ``{"type": "error", "text": "..."}`` for a bad
+  message (the connection stays open).
 """
 import argparse
 import asyncio
@@ -52,8 +67,10 @@ import flowcoro
 import flowcoro.db
 from flowcoro.errors import DatabaseError, IntegrityError
 from flowcoro.http import HttpServer, Response
+from flowcoro.websocket.server import ChatRoom, WebSocketServer
 
-__all__ = ["ItemStore", "DuplicateName", "build_app", "serve", "build_parser", "run_demo", "main"]
+__all__ = ["ItemStore", "DuplicateName", "Chat", "build_app", "serve", "build_parser",
+           "run_demo", "main"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -65,6 +82,13 @@ MAX_NAME = 200
 MAX_VALUE = 10_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: Chat limits (characters): a name, a room name, one message's text.
+MAX_CHAT_NAME = 32
+MAX_CHAT_ROOM = 64
+MAX_CHAT_TEXT = 2000
+#: Bytes of one WebSocket message from a chat client (a JSON object with the
+#: fields above fits easily; anything larger is refused with 1009).
+MAX_CHAT_MESSAGE = 16 * 1024
 
 
 class DuplicateName(Exception):
@@ -202,6 +226,8 @@ INDEX_ENDPOINTS = [
     ("PUT", "/api/items/{id}", "replace an item",
      "curl -X PUT {base}/api/items/1 -d '{{\"name\": \"apple\", \"value\": \"green\"}}'"),
     ("DELETE", "/api/items/{id}", "delete an item: 204", "curl -i -X DELETE {base}/api/items/1"),
+    ("GET", "/ws/chat", "the chat's WebSocket endpoint (JSON messages)",
+     "open {base}/chat in two browser tabs"),
 ]
 
 
@@ -216,12 +242,209 @@ def _index_page(base):
 <h1>FlowCoro demo</h1>
 <p>A small REST API over SQLite, served by <code>flowcoro.http.HttpServer</code>
 (FlowCoro {html.escape(flowcoro.__version__)}). JSON in, JSON out.</p>
+<p><a id="chat-link" href="/chat">Chat</a>: rooms over WebSocket
+(<code>flowcoro.websocket</code>); open it in two tabs.</p>
 <table border="1" cellpadding="4">
 <tr><th>method</th><th>path</th><th>what</th><th>try it</th></tr>
 {rows}
 </table>
 </body></html>
 """
+
+
+CHAT_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>FlowCoro chat</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body { font-family: sans-serif; max-width: 46em; margin: 1em auto; padding: 0 1em; }
+#log { list-style: none; padding: .5em; border: 1px solid #aaa; height: 24em; overflow-y: auto; }
+#log li.notice { color: #666; font-style: italic; }
+#log li.error { color: #b00; }
+#log b { margin-right: .4em; }
+form { margin: .5em 0; }
+#text { width: 30em; }
+</style></head>
+<body>
+<h1>FlowCoro chat</h1>
+<p><a href="/">demo index</a> &middot; status: <span id="status">not connected</span></p>
+<form id="join-form">
+  <label>name <input id="name" maxlength="32" required></label>
+  <label>room <input id="room" maxlength="64" value="lobby" required></label>
+  <button id="join" type="submit">join</button>
+  <button id="leave" type="button" disabled>leave</button>
+</form>
+<ul id="log"></ul>
+<form id="send-form">
+  <input id="text" maxlength="2000" autocomplete="off" placeholder="message" disabled>
+  <button id="send" type="submit" disabled>send</button>
+</form>
+<script>
+"use strict";
+// One WebSocket per page, opened on the first join; every message is a
+// JSON object {type, room, name, text} (see flowcoro/demo.py).
+const $ = (id) => document.getElementById(id);
+let ws = null;
+let joined = null;          // the room this page is in, or null
+let pending = [];           // messages written before the socket opened
+
+function setStatus(text) { $("status").textContent = text; }
+
+function show(msg) {
+  const li = document.createElement("li");
+  li.className = msg.type === "message" ? "message" : (msg.type === "error" ? "error" : "notice");
+  if (msg.type === "message") {
+    const who = document.createElement("b");
+    who.textContent = msg.name + ":";
+    li.appendChild(who);
+    li.appendChild(document.createTextNode(msg.text));
+  } else {
+    li.textContent = msg.text;      // textContent: never parsed as HTML
+  }
+  $("log").appendChild(li);
+  $("log").scrollTop = $("log").scrollHeight;
+}
+
+function setJoined(room) {
+  joined = room;
+  $("text").disabled = $("send").disabled = $("leave").disabled = (room === null);
+  setStatus(room === null ? "connected" : "in room " + room);
+}
+
+function send(obj) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  else pending.push(obj);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  ws = new WebSocket(scheme + location.host + "/ws/chat");
+  setStatus("connecting");
+  ws.onopen = () => {
+    setStatus("connected");
+    for (const obj of pending) ws.send(JSON.stringify(obj));
+    pending = [];
+  };
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "join" && msg.name === $("name").value.trim() &&
+        msg.room === $("room").value.trim())
+      setJoined(msg.room);
+    show(msg);
+  };
+  ws.onclose = (ev) => {
+    ws = null;
+    setJoined(null);
+    setStatus("disconnected (" + ev.code + (ev.reason ? " " + ev.reason : "") + ")");
+  };
+}
+
+$("join-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  if (ws === null) connect();
+  send({type: "join", room: $("room").value.trim(), name: $("name").value.trim()});
+});
+$("leave").addEventListener("click", () => {
+  send({type: "leave"});
+  setJoined(null);
+});
+$("send-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = $("text").value;
+  if (!text || joined === null) return;
+  send({type: "message", text: text});
+  $("text").value = "";
+});
+</script>
+</body></html>
+"""
+
+
+class Chat:
+    """The demo's chat: rooms over WebSocket, on an :class:`HttpServer`.
+
+    Registers ``GET /chat`` (the page) and the WebSocket endpoint
+    ``/ws/chat`` on ``app``.  Each connection is in at most one room at a
+    time under one name; the protocol is in this module's docstring.
+    Broadcasts never wait (see :meth:`WebSocketServer.broadcast`): a client
+    that stops reading is dropped with 1013 once its send buffer is full,
+    and the room goes on.
+
+    Attributes:
+        server: the :class:`WebSocketServer` of ``/ws/chat``.
+        rooms: its :class:`ChatRoom`.
+        members: ``{connection: (name, room)}`` of the joined connections.
+    """
+
+    def __init__(self, app, path="/ws/chat", page="/chat"):
+        self.server = WebSocketServer(app, path, max_message=MAX_CHAT_MESSAGE)
+        # ChatRoom registers its own on_disconnect first: by the time
+        # _gone runs, the connection is out of its room, so the leave
+        # notice goes to the members that remain.
+        self.rooms = ChatRoom(self.server)
+        self.members = {}
+        self.server.on_message(self._on_message)
+        self.server.on_disconnect(self._gone)
+
+        async def chat_page(request):
+            """GET /chat: the chat page."""
+            return Response(CHAT_PAGE, content_type="text/html; charset=utf-8")
+
+        app.route(page, chat_page, methods=("GET",))
+
+    @staticmethod
+    def _notice(kind, room, name, text):
+        return json.dumps({"type": kind, "room": room, "name": name, "text": text})
+
+    async def _error(self, ws, text):
+        await ws.send(json.dumps({"type": "error", "text": text}))
+
+    async def _on_message(self, ws, raw):
+        """One client message: join, message or leave (anything else: an error reply)."""
+        if type(raw) is not str:
+            return await self._error(ws, "send JSON text messages")
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return await self._error(ws, "not JSON")
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "join":
+            name, room = msg.get("name"), msg.get("room")
+            if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_CHAT_NAME:
+                return await self._error(ws, f"name: 1 to {MAX_CHAT_NAME} characters")
+            if not isinstance(room, str) or not 0 < len(room.strip()) <= MAX_CHAT_ROOM:
+                return await self._error(ws, f"room: 1 to {MAX_CHAT_ROOM} characters")
+            self._leave(ws)
+            name, room = name.strip(), room.strip()
+            self.members[ws] = (name, room)
+            self.rooms.join_room(ws, room)
+            others = sorted(n for w, (n, r) in self.members.items() if r == room and w is not ws)
+            here = f"; also here: {', '.join(others)}" if others else ""
+            self.rooms.broadcast_to_room(room, self._notice("join", room, name,
+                                                            f"{name} joined {room}{here}"))
+        elif kind == "message":
+            text = msg.get("text")
+            if ws not in self.members:
+                return await self._error(ws, "join a room first")
+            if not isinstance(text, str) or not 0 < len(text) <= MAX_CHAT_TEXT:
+                return await self._error(ws, f"text: 1 to {MAX_CHAT_TEXT} characters")
+            name, room = self.members[ws]
+            self.rooms.broadcast_to_room(room, self._notice("message", room, name, text))
+        elif kind == "leave":
+            self._leave(ws)
+        else:
+            await self._error(ws, "type must be join, message or leave")
+
+    def _leave(self, ws):
+        """Take ``ws`` out of its room (if any) and tell the others."""
+        entry = self.members.pop(ws, None)
+        if entry is not None:
+            name, room = entry
+            self.rooms.leave_room(ws, room)
+            self.rooms.broadcast_to_room(room, self._notice("leave", room, name, f"{name} left"))
+
+    async def _gone(self, ws):
+        """on_disconnect: the connection has closed; tell its room."""
+        self._leave(ws)
 
 
 def build_app(store, *, access_log=True):
@@ -305,6 +528,7 @@ def build_app(store, *, access_log=True):
             return None                 # 204 No Content
         return _error(404, "no such item")
 
+    Chat(app)
     return app
 
 

@@ -339,6 +339,103 @@ def test_demo_second_sigint_during_shutdown_exits_130(tmp_path):
     assert rc == 130, out
 
 
+
+def test_demo_chat_over_websocket(demo):
+    """The chat protocol end to end, with the websockets library as the client."""
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import ConnectionClosed
+
+    proc, host, port = demo
+    url = f"ws://{host}:{port}/ws/chat"
+
+    async def recv(ws):
+        return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    api = Api(host, port)
+    try:
+        page = api.call("GET", "/chat")
+        assert page[0] == 200 and page[1]["content-type"].startswith("text/html")
+        assert "new WebSocket(" in page[2] and "/ws/chat" in page[2]
+        assert 'href="/chat"' in api.call("GET", "/")[2]
+    finally:
+        api.close()
+
+    async def main():
+        ann = await ws_connect(url, proxy=None)
+        bob = await ws_connect(url, proxy=None)
+        cy = await ws_connect(url, proxy=None)
+        # Errors are answered to the sender only; the connection stays open.
+        for bad, why in [("not json", "not JSON"), (b"\x00", "send JSON text messages"),
+                         ("[1]", "type must be join, message or leave"),
+                         ('{"type": "dance"}', "type must be join, message or leave"),
+                         ('{"type": "message", "text": "x"}', "join a room first"),
+                         ('{"type": "join", "room": "r", "name": " "}', "name: 1 to 32 characters"),
+                         ('{"type": "join", "room": "r", "name": "' + "n" * 33 + '"}',
+                          "name: 1 to 32 characters"),
+                         ('{"type": "join", "room": 5, "name": "ann"}', "room: 1 to 64 characters")]:
+            await ann.send(bad)
+            assert await recv(ann) == {"type": "error", "text": why}, bad
+
+        await ann.send(json.dumps({"type": "join", "room": " r1 ", "name": " ann "}))
+        assert await recv(ann) == {"type": "join", "room": "r1", "name": "ann",
+                                   "text": "ann joined r1"}
+        await bob.send(json.dumps({"type": "join", "room": "r1", "name": "bob"}))
+        joined = {"type": "join", "room": "r1", "name": "bob",
+                  "text": "bob joined r1; also here: ann"}
+        assert await recv(bob) == joined and await recv(ann) == joined
+        await cy.send(json.dumps({"type": "join", "room": "r2", "name": "cy"}))
+        assert (await recv(cy))["text"] == "cy joined r2"
+
+        await ann.send(json.dumps({"type": "message", "text": "hi <all> é€𝄞"}))
+        said = {"type": "message", "room": "r1", "name": "ann", "text": "hi <all> é€𝄞"}
+        assert await recv(ann) == said and await recv(bob) == said
+        await ann.send(json.dumps({"type": "message", "text": ""}))
+        assert await recv(ann) == {"type": "error", "text": "text: 1 to 2000 characters"}
+        await ann.send(json.dumps({"type": "message", "text": "x" * 2001}))
+        assert (await recv(ann))["type"] == "error"
+
+        # Moving to another room: the old room hears "left", the new one "joined".
+        await bob.send(json.dumps({"type": "join", "room": "r2", "name": "bob"}))
+        assert await recv(ann) == {"type": "leave", "room": "r1", "name": "bob", "text": "bob left"}
+        moved = {"type": "join", "room": "r2", "name": "bob", "text": "bob joined r2; also here: cy"}
+        assert await recv(bob) == moved and await recv(cy) == moved
+        # cy never saw room r1's traffic: its next message is bob's in r2.
+        await bob.send(json.dumps({"type": "message", "text": "in r2"}))
+        assert (await recv(cy))["text"] == "in r2" and (await recv(bob))["text"] == "in r2"
+
+        # An explicit leave, then a disconnect: both tell the room.
+        await cy.send(json.dumps({"type": "leave"}))
+        assert (await recv(bob))["text"] == "cy left"
+        await cy.send(json.dumps({"type": "message", "text": "x"}))
+        assert (await recv(cy))["text"] == "join a room first"
+        await bob.close()
+        await cy.close()
+        # A message too big for the chat is refused with 1009.
+        await ann.send("x" * 20000)
+        try:
+            await asyncio.wait_for(ann.recv(), 10)
+        except ConnectionClosed as exc:
+            assert exc.rcvd.code == 1009
+        else:
+            pytest.fail("a 20 kB chat message was not refused")
+
+        # A connection still open at shutdown is closed with 1001.
+        last = await ws_connect(url, proxy=None)
+        await last.send(json.dumps({"type": "join", "room": "r9", "name": "zed"}))
+        await recv(last)
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(last.recv(), 10)
+        except ConnectionClosed as exc:
+            return exc.rcvd.code
+        return None
+
+    assert asyncio.run(main()) == 1001
+    out = proc.communicate(timeout=STOP_TIMEOUT)[0]
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert "GET /chat 200" in out and "stopped" in out
+
+
 def test_cli_version_and_info():
     r = subprocess.run([sys.executable, "-m", "flowcoro", "--version"], cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=60)
