@@ -122,6 +122,7 @@ class HttpObserver:
         unsampled = _unsampled
 
         def first(method, status, dt):
+            """Record the first observation of (method, status) and cache its cell."""
             # Slow path: create (and validate) the series through Metrics,
             # then cache its cell.
             labels = (method, route, str(status))
@@ -129,6 +130,7 @@ class HttpObserver:
             cells.setdefault(method, {})[status] = metrics._hists[HTTP_DURATION][labels]
 
         async def observed(request):
+            """The route's handler, measured and/or traced."""
             if tracing:
                 tp = request.headers.get("traceparent")
                 if tp is not None or ratio >= 1.0 or (ratio > 0.0 and random() < ratio):

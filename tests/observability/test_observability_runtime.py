@@ -134,7 +134,8 @@ def test_redis_and_db_pools(loop, redis_url):
     assert v[("flowcoro_db_pool_opened_total", frozenset({("pool", "main")}))] == 1
 
 
-def test_http_request_metrics(loop):
+@pytest.mark.parametrize("form", ["instrument", "middleware", "instrument+tracing"])
+def test_http_request_metrics(loop, form):
     reg = CollectorRegistry()
     m = Metrics(reg)
     rt = RuntimeMetrics(reg)
@@ -157,7 +158,13 @@ def test_http_request_metrics(loop):
         await asyncio.sleep(30)
 
     app.route("/metrics", metrics_handler(reg))
-    instrument(app, m, tracing=False, runtime=rt, name="api")
+    if form == "middleware":
+        app.middleware(HttpObserver(m, app=app))
+        rt.add_http_server(app, "api")
+    else:
+        # tracing on, nothing sampled: the metrics are the same
+        instrument(app, m, tracing=form.endswith("tracing"), root_sample_ratio=0.0,
+                   runtime=rt, name="api")
 
     async def main():
         await app.listen("127.0.0.1", 0)
