@@ -162,6 +162,7 @@ class HttpObserver:
                         cell[-1] += dt
 
         observed.__wrapped__ = handler
+        observed._fc_observer = self
         observed.__doc__ = getattr(handler, "__doc__", None)
         return observed
 
@@ -176,7 +177,11 @@ class HttpObserver:
             """Wrap the routes (on_startup hook of flowcoro.observability)."""
             router = Router()
             for methods, pattern, handler in app.router.routes:
-                router.add(pattern, self.wrap(handler, pattern), methods)
+                # A server started again after stop() runs its startup
+                # hooks again: a route already wrapped stays as it is.
+                if getattr(handler, "_fc_observer", None) is not self:
+                    handler = self.wrap(handler, pattern)
+                router.add(pattern, handler, methods)
             app.router = router
         app.on_startup(observe_routes)
         self.app = app

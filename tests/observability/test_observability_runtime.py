@@ -280,3 +280,21 @@ def test_partial_sampling_ratio(loop):
 
 async def _ok():
     return "ok"
+
+
+def test_instrument_survives_a_restart(loop):
+    """listen() after stop() runs the startup hooks again: no double count."""
+    m = Metrics(False)
+    app = HttpServer()
+    app.route("/", lambda request: _ok())
+    instrument(app, m, tracing=False)
+
+    async def main():
+        for _ in range(2):
+            await app.listen("127.0.0.1", 0)
+            try:
+                assert (await get(app.port, "/"))[0] == 200
+            finally:
+                await app.stop(grace=1)
+    run(loop, main())
+    assert m.snapshot()[HTTP_DURATION]["series"][0]["count"] == 2
