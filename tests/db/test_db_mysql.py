@@ -13,11 +13,14 @@ def test_concurrent_calls_take_turns(run, mysql_url):
         vals = await asyncio.gather(*(conn.fetchval("SELECT $1 * 2", [i]) for i in range(50)))
         assert vals == [i * 2 for i in range(50)]
         # a call waiting for its turn can be cancelled without harm
-        slow = asyncio.ensure_future(conn.fetchval("SELECT SLEEP(0.2)"))
-        await asyncio.sleep(0.02)
+        slow = asyncio.ensure_future(conn.fetchval("SELECT SLEEP(0.5)"))
+        for _ in range(3):
+            await asyncio.sleep(0)      # slow has the turn (its reply takes 0.5 s)
         waiting = asyncio.ensure_future(conn.fetchval("SELECT 1"))
         after = asyncio.ensure_future(conn.fetch("SELECT 2 AS two", mapping=True))
-        await asyncio.sleep(0.02)
+        for _ in range(3):
+            await asyncio.sleep(0)      # both queued behind it
+        assert conn.busy and len(conn._turns) == 2
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
