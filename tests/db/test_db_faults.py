@@ -89,7 +89,8 @@ def test_pg_cancelled_call_keeps_connection_consistent(run, postgres_url):
     async def main():
         pool = await db.create_pool(postgres_url, 1, 1)
         t = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(0.3)"))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)          # sent; its answer takes 0.3 s
+        assert not t.done()
         t.cancel()
         with pytest.raises(asyncio.CancelledError):
             await t
@@ -97,12 +98,15 @@ def test_pg_cancelled_call_keeps_connection_consistent(run, postgres_url):
         assert await pool.fetchval("SELECT 41 + 1") == 42
         assert pool.size == 1 and pool.stats["broken"] == 0
         # cancelled inside a transaction: rolled back before reuse
+        started = asyncio.Event()
+
         async def in_tx():
             async with pool.transaction() as conn:
                 await conn.execute("CREATE TEMP TABLE fc_tmp_cancel (x int)")
+                started.set()
                 await conn.fetchval("SELECT pg_sleep(1)")
         t = asyncio.ensure_future(in_tx())
-        await asyncio.sleep(0.2)
+        await started.wait()            # the sleep is on the wire
         t.cancel()
         with pytest.raises(asyncio.CancelledError):
             await t
