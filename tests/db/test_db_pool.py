@@ -139,7 +139,7 @@ def test_lifetime_idle_and_health_check(run, url):
         pool.release(first)
         await asyncio.sleep(0.1)
         second = await pool.acquire()          # the first one is too old now
-        assert second is not first and pool.stats["retired"] == 1
+        assert second is not first and pool.stats["retired"] >= 1
         pool.release(second)
         await pool.close()
         # idle connections beyond min_size are closed by maintenance
