@@ -179,3 +179,116 @@ def test_exhausted_pool_recovers_under_load(run, url):
         assert pool.size <= 3
         await pool.close()
     run(main())
+
+
+class _CutProxy:
+    """A TCP proxy in front of a server that can cut every connection and
+    refuse new ones for a while: a server restart or a network cut, seen
+    from the client, without touching the shared server."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.down = False
+        self.pairs = set()
+        self.server = None
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, r, w):
+        if self.down:
+            w.close()
+            return
+        try:
+            ur, uw = await asyncio.open_connection(*self.target)
+        except OSError:
+            w.close()
+            return
+        pair = (w, uw)
+        self.pairs.add(pair)
+
+        async def pump(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+        await asyncio.gather(pump(r, uw), pump(ur, w))
+        self.pairs.discard(pair)
+
+    def cut(self):
+        for a, b in list(self.pairs):
+            a.transport.abort()
+            b.transport.abort()
+
+    async def close(self):
+        self.cut()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("which", ["postgres", "mysql"])
+def test_server_restart_while_pool_is_busy(run, request, which, table):
+    import urllib.parse
+    real = request.getfixturevalue(f"{which}_url")
+
+    async def main():
+        u = urllib.parse.urlsplit(real)
+        proxy = _CutProxy(u.hostname, u.port)
+        port = await proxy.start()
+        url = real.replace(f"{u.hostname}:{u.port}", f"127.0.0.1:{port}")
+        admin = await db.connect(real)
+        await admin.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+        pool = await db.create_pool(url, 2, 4, acquire_timeout=5, connect_timeout=2)
+        errors, done = [], [0]
+        stop = asyncio.Event()
+
+        async def worker():
+            while not stop.is_set():
+                try:
+                    assert await pool.fetchval("SELECT 1") == 1
+                    done[0] += 1
+                except db.DatabaseConnectionError as e:
+                    errors.append(e)
+                    await asyncio.sleep(0.01)
+
+        # a transaction is open when the "server" goes away
+        tx_conn = await pool.acquire()
+        tx = tx_conn.transaction()
+        await tx.start()
+        await tx_conn.executemany(f"INSERT INTO {table} VALUES ($1)", [(i,) for i in range(20)])
+        workers = [asyncio.ensure_future(worker()) for _ in range(8)]
+        while done[0] < 20:
+            await asyncio.sleep(0.01)
+        proxy.down = True
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        with pytest.raises(db.DatabaseConnectionError):
+            await tx_conn.execute(f"INSERT INTO {table} VALUES (100)")
+        with pytest.raises(db.DatabaseConnectionError):
+            await tx.commit()
+        pool.release(tx_conn)
+        proxy.down = False              # "restarted"
+        before = done[0]
+        while done[0] < before + 20:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert errors and all(isinstance(e, ConnectionError) for e in errors)
+        assert pool.stats["broken"] >= 1 and pool.size <= 4
+        # nothing of the cut transaction was applied
+        for _ in range(100):
+            n = await admin.fetchval(f"SELECT count(*) FROM {table}")
+            if n == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert n == 0
+        await pool.close()
+        await proxy.close()
+        await admin.execute(f"DROP TABLE {table}")
+        await admin.close()
+    run(main(), timeout=30)
