@@ -407,8 +407,8 @@ class Pool:
         try:
             self._lent.remove(conn)
         except KeyError:
-            if conn in self._idle or conn in self._settling:
-                return                          # released twice: harmless
+            if conn in self._idle or conn in self._settling or self._state != "open":
+                return      # released twice, or closed under its user by close(): harmless
             raise InvalidArgumentError("conn", conn, "was not lent by this pool") from None
         if conn._broken is not None or conn._closed:
             self._drop(conn, "broken")

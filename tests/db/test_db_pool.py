@@ -125,6 +125,7 @@ def test_close_drains_gracefully(run, url):
             await w
         await closing
         assert held.is_closed
+        waiter_pool.release(held)       # given back after close() closed it: harmless
         # a pool used without open(): opened by the first acquire
         lazy = db.create_pool(url, 1, 1)
         assert await lazy.fetchval("SELECT 7") == 7
