@@ -127,6 +127,7 @@ class ServerState:
 class HttpConnection(asyncio.Protocol):
     transport: asyncio.Transport | None
     loop: asyncio.AbstractEventLoop
+    peername: Any
     deadline: float
     deadline_kind: int
     def __new__(cls, server: ServerState) -> HttpConnection: ...

@@ -638,10 +638,9 @@ cdef class Request:
 
     @property
     def client(self):
-        """The peer's address (``(host, port)``), or None."""
-        if self.conn is None or self.conn.transport is None:
-            return None
-        return self.conn.transport.get_extra_info("peername")
+        """The peer's address (as the socket gives it: ``(host, port)``,
+        four fields on IPv6), or None."""
+        return None if self.conn is None else self.conn.peername
 
     @property
     def transport(self):
@@ -1238,6 +1237,7 @@ cdef class HttpConnection:
     cdef bint dispatching        # inside _run_queue(): handlers start there only
     cdef bint linger             # close by half-closing and draining (after an error)
     cdef object base_context     # context at connection_made; handlers run in copies
+    cdef readonly object peername  # the client's address, read once
 
     def __cinit__(self, ServerState server):
         self.server = server
@@ -1292,6 +1292,7 @@ cdef class HttpConnection:
     def connection_made(self, transport):
         """Start reading requests from ``transport``."""
         self.transport = transport
+        self.peername = transport.get_extra_info("peername")
         self.base_context = PyContext_CopyCurrent()
         if fc_http_parser_init(&self.p, FC_HTTP_REQUEST, &self.server.limits,
                                self.server.flags) != 0:
