@@ -74,6 +74,9 @@ def make_app(events):
     async def deny(websocket):
         await websocket.close(code=1008)       # before accept: the handshake is refused
 
+    async def early_boom(websocket):
+        raise RuntimeError("endpoint failed before accept")
+
     async def boom(websocket):
         await websocket.accept()
         await websocket.receive_text()
@@ -96,6 +99,7 @@ def make_app(events):
         WebSocketRoute("/echo/{name}", echo),
         WebSocketRoute("/deny", deny),
         WebSocketRoute("/boom", boom),
+        WebSocketRoute("/early-boom", early_boom),
         WebSocketRoute("/count", Counter),
     ])
 
@@ -196,6 +200,25 @@ def test_client_initiated_close_is_websocket_disconnect_with_its_code(kind, code
     assert seen == [("disconnect", code)]
 
 
+@pytest.mark.parametrize("how, code", [("close frame without code", 1005),
+                                       ("TCP dropped", 1006)])
+def test_disconnect_without_code_or_without_close_frame(kind, how, code):
+    async def client(srv, base, events):
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(UPGRADE % b"/echo")
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        await wait_for_event(events, lambda e: e[0] == "scope")
+        if code == 1005:
+            w.write(bytes([0x88, 0x80, 1, 2, 3, 4]))      # masked close, empty payload
+            assert await asyncio.wait_for(r.read(), 5) == bytes([0x88, 0x00])
+        w.close()
+        return await wait_for_event(events, lambda e: e[0] == "disconnect")
+
+    seen, _ = run(kind, client)
+    assert seen == [("disconnect", code)]
+
+
 def test_endpoint_class_on_disconnect_gets_the_code(kind):
     async def client(srv, base, events):
         async with ws_connect(base + "/count", proxy=None) as ws:
@@ -217,7 +240,7 @@ def test_close_before_accept_and_unknown_route_are_403(kind):
         return head
 
     async def client(srv, base, events):
-        heads = [await raw(srv.port, p) for p in (b"/deny", b"/nowhere")]
+        heads = [await raw(srv.port, p) for p in (b"/deny", b"/nowhere", b"/early-boom")]
         with pytest.raises(websockets.InvalidStatus) as info:
             async with ws_connect(base + "/deny", proxy=None):
                 pass        # pragma: no cover - refused
@@ -226,8 +249,9 @@ def test_close_before_accept_and_unknown_route_are_403(kind):
         return heads, info.value.response.status_code, info2.value.status
 
     (heads, status, status2), _ = run(kind, client)
-    for head in heads:
+    for head in heads[:2]:
         assert head.startswith(b"HTTP/1.1 403 "), head
+    assert heads[2].startswith(b"HTTP/1.1 500 "), heads[2]      # raised before accept
     assert status == 403 and status2 == 403
 
 
