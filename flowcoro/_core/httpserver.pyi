@@ -68,6 +68,7 @@ class Request:
     content_length: int | None
     upgrade: bytes | None
     path_params: dict[str, Any] | None
+    route: str | None
     @property
     def headers(self) -> Headers: ...
     @property
@@ -117,6 +118,13 @@ class ServerState:
     router: Router
     connections: set[HttpConnection]
     closing: bool
+    timing: bool
+    new_cell: Any
+    cells: dict[Any, Any]
+    route_names: dict[Any, str]
+    trace_call: Any
+    trace_ratio: float
+    context_vars: list[Any]
     def __init__(self, router: Router, loop: asyncio.AbstractEventLoop, **settings: Any) -> None: ...
     def protocol(self) -> HttpConnection: ...
     def sweep(self) -> None: ...

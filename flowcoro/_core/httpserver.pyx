@@ -36,6 +36,10 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcmp, memchr, memcpy
 from libc.stdlib cimport malloc, free, realloc
 from libc.time cimport time, time_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.float cimport PyFloat_AS_DOUBLE
 
 from flowcoro._core._c_http cimport *
 
@@ -62,6 +66,13 @@ cdef extern from "Python.h":
 from cpython.ref cimport Py_XDECREF
 
 cdef object log = logging.getLogger("flowcoro.http")
+from random import random as _random
+
+
+cdef inline double mono() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 cdef object json_dumps = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 cdef object json_loads = _json.loads
 cdef object aio_Task = asyncio.Task
@@ -590,6 +601,11 @@ cdef class Request:
     cdef bint started, ended, chunked   # start_response() / end_response() state
     cdef Py_ssize_t remaining           # body bytes still owed (Content-Length), or -1
     cdef int status_sent                # the status start_response() sent
+    # observation (ServerState.timing / trace_call): set only when enabled
+    cdef readonly object route          # the route pattern that matched (None: none)
+    cdef double t0                      # mono() when the handler started
+    cdef int status_out                 # the status of the response written
+    cdef bint traceparent               # the request carries a traceparent header
 
     def __dealloc__(self):
         if self.fields != NULL:
@@ -1148,6 +1164,15 @@ cdef class ServerState:
     cdef public object on_count          # callable(n_connections) for accept backpressure
     cdef fc_http_limits_t limits
     cdef uint32_t flags
+    # Observation hooks (flowcoro.observability sets them through
+    # HttpServer.set_observer): see record() and HttpConnection._start.
+    cdef public bint timing              # time every request into cells
+    cdef public object new_cell          # (route, method, status) -> histogram cell
+    cdef public dict cells               # (route, method, status) -> cell
+    cdef public dict route_names         # handler -> route pattern
+    cdef public object trace_call        # (handler, request) -> coroutine, or None
+    cdef public double trace_ratio       # share of requests without traceparent traced
+    cdef public list context_vars        # [(ContextVar, value)] set in each connection
 
     def __init__(self, router, loop, *, max_request_line=8192, max_header_field=8192,
                  max_headers=100, max_header_block=65536, max_chunk_line=4096,
@@ -1175,6 +1200,34 @@ cdef class ServerState:
         self.limits.max_chunk_line = max_chunk_line
         self.limits.max_body = 0xFFFFFFFFFFFFFFFF if max_body is None else <uint64_t>max_body
         self.flags = FC_HTTP_REQUIRE_HOST | FC_HTTP_LOWERCASE_NAMES
+        self.cells = {}
+        self.route_names = {}
+        self.context_vars = []
+
+    cdef int record(self, Request req, int status) except -1:
+        """Add one request to its histogram cell.
+
+        A cell is the list ``[bounds, n_0, ..., n_k, n_inf, sum]`` that
+        ``new_cell(route, method, status)`` returns (bounds: a tuple of
+        floats, ascending; ``n_i`` counts durations <= bounds[i], not
+        cumulated; flowcoro.observability.Metrics keeps its histograms in
+        this shape, so a scrape reads them as they are)."""
+        cdef double dt = mono() - req.t0
+        cdef tuple key = (req.route, req.method, status)
+        cdef object cell = self.cells.get(key)
+        cdef tuple bounds
+        cdef Py_ssize_t i = 0, n
+        req.t0 = 0.0
+        if cell is None:
+            cell = self.new_cell(req.route, req.method, status)
+            self.cells[key] = cell
+        bounds = <tuple>(<list>cell)[0]
+        n = PyTuple_GET_SIZE(bounds)
+        while i < n and PyFloat_AS_DOUBLE(<object>PyTuple_GET_ITEM(bounds, i)) < dt:
+            i += 1
+        (<list>cell)[i + 1] += 1
+        (<list>cell)[n + 2] += dt
+        return 0
 
     def protocol(self):
         """A new HttpConnection (the protocol factory for create_server)."""
@@ -1294,6 +1347,8 @@ cdef class HttpConnection:
         self.transport = transport
         self.peername = transport.get_extra_info("peername")
         self.base_context = PyContext_CopyCurrent()
+        for var, value in self.server.context_vars:
+            self.base_context.run(var.set, value)
         if fc_http_parser_init(&self.p, FC_HTTP_REQUEST, &self.server.limits,
                                self.server.flags) != 0:
             raise MemoryError()
@@ -1311,6 +1366,8 @@ cdef class HttpConnection:
         self.closed = True
         self.server.connections.discard(self)
         self.deadline_kind = DL_NONE
+        if self.active is not None and self.active.t0 != 0.0:
+            self.server.record(self.active, 499)     # the client went away first
         err = ConnectionResetError("the client closed the connection")
         for r in self.queue:
             r._end(err)
@@ -1588,6 +1645,8 @@ cdef class HttpConnection:
             f = &p.fields[k]
             if f.value_off + f.value_len > end:
                 end = f.value_off + f.value_len
+            if f.name_len == 11 and memcmp(p.buf + f.name_off, b"traceparent", 11) == 0:
+                r.traceparent = True
         r.head = PyBytes_FromStringAndSize(p.buf, end)
         r.nfields = p.nfields
         if p.nfields:
@@ -1679,6 +1738,8 @@ cdef class HttpConnection:
         cdef object handler, params, result
         cdef ServerState s = self.server
         self.active = req
+        if s.timing:
+            req.t0 = mono()
         if s.dispatch is not None:
             handler = s.dispatch
         else:
@@ -1691,8 +1752,15 @@ cdef class HttpConnection:
                                                [("allow", params[1])], TEXT_PLAIN))
                 return
             req.path_params = params
+            if s.timing or s.trace_call is not None:
+                req.route = s.route_names.get(handler)
         try:
-            coro = handler(req)
+            if s.trace_call is not None and (
+                    req.traceparent or s.trace_ratio >= 1.0
+                    or s.trace_ratio > 0.0 and _random() < s.trace_ratio):
+                coro = s.trace_call(handler, req)
+            else:
+                coro = handler(req)
         except BaseException as exc:
             self._finish_exc(req, exc)
             return
@@ -1790,6 +1858,8 @@ cdef class HttpConnection:
         """The response of ``req`` is written: next request or close."""
         self.queue.popleft()
         self.active = None
+        if req.t0 != 0.0:
+            self.server.record(req, req.status_out)
         if not req.complete:
             # Body the handler did not read: drop it as it arrives.
             req.discard = True
@@ -1826,6 +1896,7 @@ cdef class HttpConnection:
                          bint chunked) except -1:
         cdef int status = resp.status
         cdef Py_ssize_t mark = self.olen
+        req.status_out = status
         try:
             self._putb(status_line(status))
             ct = resp.content_type
@@ -1884,6 +1955,7 @@ cdef class HttpConnection:
         """200 text/plain for a keep-alive request (no connection header
         needed on HTTP/1.1)."""
         cdef bytes body = text.encode("utf-8")
+        req.status_out = 200
         self._putb(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ")
         self._putn(len(body))
         if req.http_version != "1.1":

@@ -104,6 +104,7 @@ class HttpServer:
         self._on_shutdown = []
         self.dispatch = None        # set by the ASGI adapter: one handler for every request
         self._websocket_registries = []   # sets of open WebSocketConnections (closed at stop)
+        self._observer = None             # set_observer() settings
 
     # -- routes ----------------------------------------------------------------
     def route(self, path, handler=None, *, methods=("GET",)):
@@ -215,6 +216,28 @@ class HttpServer:
         lists[kind].append(fn)
         return fn
 
+    def set_observer(self, *, new_cell=None, trace_call=None, trace_ratio=0.0,
+                     context_vars=()):
+        """Hooks for request metrics and tracing, kept in the C request path
+        (flowcoro.observability.instrument() sets them; call before listen()).
+
+        Args:
+            new_cell: ``(route, method, status) -> cell``: with it, every
+                request is timed (from its handler's start to the end of its
+                response) into the histogram cell of its route pattern (None
+                when no route matched), method and status (499 when the
+                client went away first).  A cell is the list ``[bounds,
+                n_0, ..., n_k, n_inf, sum]``; the server adds to it.
+            trace_call: ``(handler, request) -> coroutine`` run instead of
+                ``handler(request)`` for requests that carry ``traceparent``
+                and for a ``trace_ratio`` share of the others.
+            context_vars: ``(ContextVar, value)`` pairs set in the context
+                every connection's handlers start from.
+        """
+        self._check_mutable()
+        self._observer = dict(new_cell=new_cell, trace_call=trace_call,
+                              trace_ratio=float(trace_ratio), context_vars=list(context_vars))
+
     def on_startup(self, fn):
         """Register ``async def fn()`` to run before the server accepts."""
         self._on_startup.append(fn)
@@ -289,6 +312,15 @@ class HttpServer:
                 keepalive_timeout=s["keepalive_timeout"], write_timeout=s["write_timeout"],
                 max_pipeline=s["max_pipeline"], body_buffer=s["body_buffer"],
                 dispatch=self.dispatch, on_count=self._on_count)
+            obs = self._observer
+            if obs is not None:
+                st = self._state
+                st.timing = obs["new_cell"] is not None
+                st.new_cell = obs["new_cell"]
+                st.trace_call = obs["trace_call"]
+                st.trace_ratio = obs["trace_ratio"]
+                st.context_vars = obs["context_vars"]
+                st.route_names = {h: pattern for _, pattern, h in self.router.routes}
             self._stopped = loop.create_future()
             self._sweep_later(loop)
         if sock is not None:

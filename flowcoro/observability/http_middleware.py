@@ -1,11 +1,20 @@
-"""HTTP server metrics and tracing as ONE around-middleware for HttpServer.
+"""HTTP server metrics and tracing for HttpServer.
 
 Theory of operation
 -------------------
-Every around-middleware costs a coroutine per request, so metrics and
-tracing share one (:class:`HttpObserver`); :func:`http_metrics_middleware`
-and :func:`http_tracing_middleware` are the same class with one half
-switched off, and :func:`instrument` installs the combined one.
+:func:`instrument` (the way to use this) hands HttpServer hooks that its C
+request path calls (HttpServer.set_observer): the server times every
+request into :class:`Metrics` histogram cells itself, and calls into Python
+only for requests that are traced; untraced requests run with the helpers
+of tracing.py switched off through a context variable set once per
+connection.  That keeps metrics and unsampled tracing at a few percent of a
+plaintext request.
+
+The same observer also works as ONE around-middleware
+(:class:`HttpObserver`, :func:`http_metrics_middleware`,
+:func:`http_tracing_middleware`) for stacks that want it in the chain;
+every around-middleware costs a coroutine per request.  What follows
+describes that path.
 
 Per request, the unsampled path does: two ``perf_counter()`` calls, one
 header lookup (``traceparent``), one ``random()`` (unless the ratio is 0
@@ -31,7 +40,6 @@ counted here.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from random import random
 from time import perf_counter
 
@@ -105,85 +113,36 @@ class HttpObserver:
                 return p
         return _rebuild(request.path, pp)
 
-    # -- per-route wrapper (what instrument() installs) ---------------------------
-    def wrap(self, handler, route):
-        """``handler`` (or a composed middleware chain) observed as route
-        ``route``: one coroutine per request instead of a middleware layer.
-
-        The metrics fast path keeps, per wrapper, the histogram cell of
-        each (method, status) it has seen: the very list the
-        :class:`Metrics` holds, so an observation is a dict lookup, a
-        bisect and two additions, and scrapes see it at once.
-        """
-        metrics, tracing, ratio = self.metrics, self.tracing, self.root_sample_ratio
-        cells = {}                      # method -> {status: histogram cell}
-        bounds = HTTP_BUCKETS
-        traced = self._traced
-        unsampled = _unsampled
-
-        def first(method, status, dt):
-            """Record the first observation of (method, status) and cache its cell."""
-            # Slow path: create (and validate) the series through Metrics,
-            # then cache its cell.
-            labels = (method, route, str(status))
-            metrics.histogram_observe(HTTP_DURATION, dt, labels)
-            cells.setdefault(method, {})[status] = metrics._hists[HTTP_DURATION][labels]
-
-        async def observed(request):
-            """The route's handler, measured and/or traced."""
-            if tracing:
-                tp = request.headers.get("traceparent")
-                if tp is not None or ratio >= 1.0 or (ratio > 0.0 and random() < ratio):
-                    return await traced(request, handler, tp, route)
-                token = unsampled.set(True)
-            t0 = perf_counter()
-            status = 500
-            try:
-                result = await handler(request)
-                status = 200 if result.__class__ is str else _status_of(result)
-                return result
-            except HttpException as e:
-                status = e.status
-                raise
-            except BaseException as e:
-                status = 499 if _is_cancel(e) else 500
-                raise
-            finally:
-                if tracing:
-                    unsampled.reset(token)
-                if metrics is not None:
-                    dt = perf_counter() - t0
-                    try:
-                        cell = cells[request.method][status]
-                    except KeyError:
-                        first(request.method, status, dt)
-                    else:
-                        cell[bisect_left(bounds, dt) + 1] += 1
-                        cell[-1] += dt
-
-        observed.__wrapped__ = handler
-        observed._fc_observer = self
-        observed.__doc__ = getattr(handler, "__doc__", None)
-        return observed
-
-    def install(self, app):
-        """Wrap every route of ``app`` (an HttpServer) when it starts: an
-        ``on_startup`` hook rebuilds its router with each route's composed
-        handler (middleware included) wrapped by :meth:`wrap`, labelled by
-        its pattern.  Routes may be added until the server starts."""
-        from flowcoro.http.server import Router
-
-        async def observe_routes():
-            """Wrap the routes (on_startup hook of flowcoro.observability)."""
-            router = Router()
-            for methods, pattern, handler in app.router.routes:
-                # A server started again after stop() runs its startup
-                # hooks again: a route already wrapped stays as it is.
-                if getattr(handler, "_fc_observer", None) is not self:
-                    handler = self.wrap(handler, pattern)
-                router.add(pattern, handler, methods)
-            app.router = router
-        app.on_startup(observe_routes)
+    def attach(self, app):
+        """Observe ``app`` through its C request path (HttpServer.set_observer):
+        the server times every request into this observer's histogram cells
+        itself (no coroutine, no Python call per request), and calls into
+        Python only for the requests that are traced.  404/405 answers are
+        counted too, with route ``<unmatched>``."""
+        new_cell = trace_call = None
+        context_vars = ()
+        metrics = self.metrics
+        if metrics is not None:
+            def new_cell(route, method, status):
+                """The histogram cell of one (route, method, status)."""
+                return metrics._histogram_cell(
+                    HTTP_DURATION, (method, route if route is not None else "<unmatched>",
+                                    str(status)))
+        if self.tracing:
+            async def traced_call(handler, request):
+                """One traced request (sampled by the server's C path)."""
+                token = _unsampled.set(False)
+                try:
+                    return await self._traced(request, handler,
+                                              request.headers.get("traceparent"),
+                                              request.route or request.path, record=False)
+                finally:
+                    _unsampled.reset(token)
+            trace_call = traced_call
+            # Untraced requests run with the helpers of tracing.py switched off.
+            context_vars = [(_unsampled, True)]
+        app.set_observer(new_cell=new_cell, trace_call=trace_call,
+                         trace_ratio=self.root_sample_ratio, context_vars=context_vars)
         self.app = app
         return app
 
@@ -223,7 +182,7 @@ class HttpObserver:
                 HTTP_DURATION, perf_counter() - t0,
                 (request.method, self.route_of(request), str(status)))
 
-    async def _traced(self, request, call_next, tp, route):
+    async def _traced(self, request, call_next, tp, route, record=True):
         trace, context, propagate = _api()
         tracer = self._tracer
         if tracer is None:
@@ -275,7 +234,7 @@ class HttpObserver:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))
             span.end()
             context.detach(token)
-            if self.metrics is not None:
+            if record and self.metrics is not None:
                 self.metrics.histogram_observe(HTTP_DURATION, perf_counter() - t0,
                                                (method, route, str(status)))
 
@@ -356,18 +315,18 @@ def instrument(app, metrics=None, *, tracing=True, tracer_provider=None, root_sa
                runtime=None, name="http"):
     """Add request metrics and tracing to every route of ``app``.
 
-    Cheaper than middleware: when the server starts, each route's handler
-    (with the application's middleware already composed around it) is
-    wrapped in one coroutine that knows its route pattern (see
-    :meth:`HttpObserver.wrap`), so the span and the duration cover the
-    application's middleware too.  Registers the server's open connections
+    Cheaper than middleware: HttpServer times each request in its C path
+    into the histogram (see :meth:`HttpObserver.attach`; 404/405 answers
+    are counted as route ``<unmatched>``), and only traced requests go
+    through Python; the span and the duration cover the application's
+    middleware too.  Registers the server's open connections
     with ``runtime`` (a :class:`flowcoro.observability.RuntimeMetrics`)
     when given.  Returns the :class:`HttpObserver`.  Call it before the
     server starts; routes may still be added after it.
     """
     obs = HttpObserver(metrics, tracing=tracing, tracer_provider=tracer_provider,
                        root_sample_ratio=root_sample_ratio, app=app)
-    obs.install(app)
+    obs.attach(app)             # timing kept in HttpServer's C request path
     if runtime is not None:
         runtime.add_http_server(app, name)
     return obs

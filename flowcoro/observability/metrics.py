@@ -238,6 +238,19 @@ class Metrics:
         cell[bisect_left(cell[0], value) + 1] += 1
         cell[-1] += value
 
+    def _histogram_cell(self, name, labels):
+        """The cell of histogram ``name`` for ``labels`` (a tuple of values),
+        created empty if new: the HTTP server's C request timing adds to it
+        directly (see HttpServer.set_observer)."""
+        try:
+            return self._hists[name][labels]
+        except KeyError:
+            pass
+        self._first_use(_HISTOGRAM, name, labels, 0.0)
+        cell = self._hists[name][labels]
+        cell[bisect_left(cell[0], 0.0) + 1] -= 1      # no observation was made
+        return cell
+
     def _first_use(self, kind, name, labels, value, add=False):
         """Slow path: validate ``labels`` against the declaration, then record.
 

@@ -294,3 +294,51 @@ def test_anyio_and_weakrefs_work_inside_handlers(kind):
     # Headers went out, then the handler overran its Content-Length: the
     # connection is cut, and nothing of the excess (or a later answer) is sent.
     assert b"too long" not in b and b.count(b"HTTP/1.1") == 1
+
+
+def test_set_observer_times_requests_in_the_c_path(kind):
+    app = HttpServer()
+    cells = {}
+    traced = []
+
+    def new_cell(route, method, status):
+        cell = [(0.001, 1.0)] + [0, 0, 0] + [0.0]
+        cells[(route, method, status)] = cell
+        return cell
+
+    async def trace_call(handler, request):
+        traced.append((request.route, request.path))
+        return await handler(request)
+
+    @app.route("/users/{id:int}")
+    async def user(req):
+        return "u"
+
+    @app.route("/hang")
+    async def hang(req):
+        await asyncio.sleep(30)
+
+    app.set_observer(new_cell=new_cell, trace_call=trace_call, trace_ratio=0.0)
+
+    async def client(port):
+        await exchange(port, get(b"/users/1") + get(b"/users/2")
+                       + get(b"/users/3", b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-"
+                                          b"b7ad6b7169203331-01\r\n")
+                       + get(b"/nope", b"Connection: close\r\n"))
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(get(b"/hang"))
+        await w.drain()
+        await asyncio.sleep(0.1)
+        w.close()
+        for _ in range(200):
+            if ("/hang", "GET", 499) in cells:
+                break
+            await asyncio.sleep(0.01)
+
+    from server_helpers import serve
+    serve(kind, app, client)
+    ok = cells[("/users/{id:int}", "GET", 200)]
+    assert sum(ok[1:4]) == 3 and ok[-1] > 0.0
+    assert sum(cells[(None, "GET", 404)][1:4]) == 1
+    assert sum(cells[("/hang", "GET", 499)][1:4]) == 1
+    assert traced == [("/users/{id:int}", "/users/3")]     # only the one with traceparent
