@@ -38,6 +38,7 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-dev-shm-usage",          # containers often have a 64 MiB /dev/shm
     "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
 ]
 STEP_TIMEOUT = 15.0
@@ -172,13 +173,28 @@ def _start_chromium(profile):
 def _stop_chromium(proc):
     # Its own process group (start_new_session): the renderers and the
     # zygote go with it.
-    if proc.poll() is None:
+    try:
         os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:       # pragma: no cover
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The browser process exits first; wait for the rest of its group
+    # (renderers, zygote) so that nothing outlives the test.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:   # pragma: no cover
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:                                    # pragma: no cover
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:              # pragma: no cover
+        pass
 
 
 def _js(s):
