@@ -91,3 +91,43 @@ def test_stop_aborts_websockets_that_ignore_the_close_past_grace(kind):
             w.close()
 
     assert helpers.run_with(kind, main()) is True
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "flowcoro/http/asgi.py hard-codes the scope's scheme: 'ws' for the websocket scope "
+    "(and 'http' for the http scope) even when ASGIServer.listen(ssl=...) serves TLS; the "
+    "ASGI spec says 'wss' (and 'https') there, and apps build absolute URLs and secure-cookie "
+    "decisions on it.  Expected: 'wss' on a TLS listener."))
+def test_asgi_websocket_scope_scheme_is_wss_over_tls():
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    from flowcoro.http.asgi import ASGIServer
+
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            seen.append(scope["scheme"])
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+
+    async def main():
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+        srv = ASGIServer(app, lifespan="off")
+        await srv.listen("127.0.0.1", 0, ssl=server_ctx)
+        try:
+            async with ws_connect(f"wss://127.0.0.1:{srv.port}/", ssl=client_ctx,
+                                  proxy=None) as ws:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await ws.recv()
+        finally:
+            await srv.stop(grace=1)
+
+    helpers.run_with("epoll", main())
+    assert seen == ["wss"]
