@@ -43,8 +43,8 @@ from flowcoro._core._c_ws cimport *
 import os
 import zlib
 
-from flowcoro.errors import (InvalidArgumentError, WebSocketDataError, WebSocketProtocolError,
-                             WebSocketTooBigError)
+from flowcoro.errors import (InvalidArgumentError, InvalidStateError, WebSocketDataError,
+                             WebSocketProtocolError, WebSocketTooBigError)
 
 __all__ = ["FrameParser", "FrameBuilder", "Ping", "Pong", "Close", "Utf8Validator",
            "mask", "utf8_valid", "close_code_valid",
@@ -208,8 +208,7 @@ cdef class FrameParser:
     # and with one reference until then, so writing into it is sound.
     cdef bytes pending
 
-    def __cinit__(self):
-        fc_ws_parser_init(&self.p, 0, 0, 0)
+    cdef bint ready
 
     def __init__(self, *, bint client, max_message=1 << 20, max_frame=None, deflate=None):
         """Make a parser; the arguments are described on the class."""
@@ -225,8 +224,11 @@ cdef class FrameParser:
             self.reset_inflater = bool(no_context)
             self.inflater = zlib.decompressobj(-self.wbits)
             flags |= FC_WS_ALLOW_RSV1
+        # No __cinit__: the struct starts zeroed (tp_alloc), so freeing it
+        # first is safe, and __init__ may run again on the same object.
         fc_ws_parser_free(&self.p)
         fc_ws_parser_init(&self.p, flags, _limit(max_frame, "max_frame"), self.max_message)
+        self.ready = True
 
     def __dealloc__(self):
         fc_ws_parser_free(&self.p)
@@ -250,6 +252,8 @@ cdef class FrameParser:
         """Parse ``data`` (any bytes-like object); return the completed events."""
         cdef Py_buffer view
         cdef list out = []
+        if not self.ready:
+            raise InvalidStateError("parser not initialised (call __init__)")
         if type(data) is bytes:
             self._feed(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
             return out
