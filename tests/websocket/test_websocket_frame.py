@@ -425,3 +425,12 @@ def test_utf8_ascii_fast_path_every_position(bad):
             v = Utf8Validator()
             ok = v.feed(data[:n // 2]) and v.feed(data[n // 2:])
             assert (ok and v.complete) == py_valid(data)
+
+
+def test_uninitialised_parser_refuses_to_feed():
+    from flowcoro.errors import InvalidStateError
+    p = FrameParser.__new__(FrameParser)
+    with pytest.raises(InvalidStateError):
+        p.feed(b"\x81\x00")
+    p.__init__(client=True)              # __init__ may (re)initialise it
+    assert p.feed(b"\x81\x00") == [""]
