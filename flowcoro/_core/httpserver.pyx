@@ -864,8 +864,18 @@ cdef class Request:
 
     @property
     def response_started(self):
-        """True once start_response() was called."""
+        """True once start_response() (or respond()) was called."""
         return self.started
+
+    @property
+    def response_status(self):
+        """The status of the response written or started (0: none yet)."""
+        return self.status_out
+
+    @property
+    def scheme(self):
+        """``"https"`` on a TLS connection, else ``"http"``."""
+        return "https" if self.conn is not None and self.conn.tls else "http"
 
     def detach(self):
         """After ``start_response(101, ...)``: take the connection over for
@@ -1291,6 +1301,7 @@ cdef class HttpConnection:
     cdef bint linger             # close by half-closing and draining (after an error)
     cdef object base_context     # context at connection_made; handlers run in copies
     cdef readonly object peername  # the client's address, read once
+    cdef readonly bint tls         # the transport is TLS
 
     def __cinit__(self, ServerState server):
         self.server = server
@@ -1346,6 +1357,7 @@ cdef class HttpConnection:
         """Start reading requests from ``transport``."""
         self.transport = transport
         self.peername = transport.get_extra_info("peername")
+        self.tls = transport.get_extra_info("sslcontext") is not None
         self.base_context = PyContext_CopyCurrent()
         for var, value in self.server.context_vars:
             self.base_context.run(var.set, value)

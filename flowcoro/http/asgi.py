@@ -122,7 +122,8 @@ async def _websocket(server, request):
         offered += [t.strip() for t in value.split(",") if t.strip()]
     scope = {
         "type": "websocket", "asgi": _ASGI, "http_version": request.http_version,
-        "scheme": "ws", "path": request.path, "raw_path": request.raw_path,
+        "scheme": "wss" if request.scheme == "https" else "ws",
+        "path": request.path, "raw_path": request.raw_path,
         "query_string": request.query_string, "root_path": server.root_path,
         "headers": request.headers.raw, "client": _host_port(request.client),
         "server": server._server_addr, "subprotocols": offered, "state": server.state.copy(),
@@ -179,13 +180,15 @@ async def _websocket(server, request):
 
     try:
         await server.app(scope, receive, send)
-    except Exception:
+    except Exception as exc:
         server._asgi_websockets.discard(ws)
         if ws is None:
             if request.response_started:
                 return RESPONSE_SENT
             raise                               # 500
-        log.exception("ASGI WebSocket app failed")
+        if not isinstance(exc, (WebSocketClosed, ConnectionError)):
+            # (The peer going away while the app sends is not a failure.)
+            log.exception("ASGI WebSocket app failed")
         if ws.open:
             await ws.close(1011, "internal error")
         return RESPONSE_SENT
@@ -254,7 +257,7 @@ class ASGIServer(HttpServer):
         ex = _Exchange(request)
         scope = {
             "type": "http", "asgi": _ASGI, "http_version": request.http_version,
-            "method": request.method, "scheme": "http", "path": request.path,
+            "method": request.method, "scheme": request.scheme, "path": request.path,
             "raw_path": request.raw_path, "query_string": request.query_string,
             "root_path": self.root_path, "headers": request.headers.raw,
             "client": _host_port(request.client), "server": self._server_addr,

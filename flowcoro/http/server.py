@@ -265,6 +265,14 @@ class HttpServer:
                     return early
             result = await handler(request)
             if after:
+                if request.response_started:
+                    # Answered by the handler itself (a WebSocket upgrade,
+                    # start_response()): after-middleware sees what was sent
+                    # and cannot change it.
+                    sent = Response(b"", request.response_status or 200)
+                    for mw in after:
+                        await mw(request, sent)
+                    return result
                 resp = as_response(result)
                 for mw in after:
                     resp = await mw(request, resp) or resp
@@ -398,9 +406,15 @@ class HttpServer:
         deadline = loop.time() + grace
         websockets = [ws for reg in self._websocket_registries for ws in list(reg)]
         if websockets:
-            # Detached from HTTP: they get the closing handshake (1001).
-            await asyncio.wait([asyncio.ensure_future(ws.close(1001, "server shutting down"))
-                                for ws in websockets], timeout=grace)
+            # Detached from HTTP: they get the closing handshake (1001); the
+            # ones still closing when grace runs out are aborted.
+            closing = [asyncio.ensure_future(ws.close(1001, "server shutting down"))
+                       for ws in websockets]
+            await asyncio.wait(closing, timeout=grace)
+            for ws, fut in zip(websockets, closing):
+                if not fut.done():
+                    ws.abort()
+                    fut.cancel()
         while state.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if state.connections:

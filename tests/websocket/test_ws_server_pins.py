@@ -1,6 +1,7 @@
-"""Server behaviour found while testing the WebSocket server side, pinned
-with strict xfails until the server (flowcoro/http/server.py, the lead's)
-changes; each says what happens and what would be right."""
+"""Server behaviour found while testing the WebSocket server side (once
+pinned as strict xfails, now fixed): after-middleware sees upgrades,
+stop(grace) aborts WebSockets that ignore the close, and the ASGI scope's
+scheme follows TLS."""
 import asyncio
 
 import pytest
@@ -15,13 +16,6 @@ from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HttpServer._wrap runs 'after' middleware on as_response(result); a WebSocket route "
-    "(and any handler that answers itself) returns RESPONSE_SENT, as_response() raises "
-    "TypeError ('a handler must return ... not _Sent') once the session ends, the error is "
-    "dropped without a log line and the middleware never runs: an access log never shows "
-    "upgrades.  Expected: after-middleware is called for the upgrade with the 101 it got "
-    "(or skipped on purpose, without an exception in the request path)."))
 @pytest.mark.parametrize("kind", ["epoll", "asyncio"])
 def test_after_middleware_sees_websocket_upgrades(kind):
     seen = []
@@ -55,13 +49,6 @@ def test_after_middleware_sees_websocket_upgrades(kind):
     assert seen == [("/ws", 101)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HttpServer.stop(grace) sends 1001 to open WebSockets and waits up to grace for the "
-    "closing handshakes, but one whose client never answers is not aborted when grace runs "
-    "out: stop() returns with its TCP connection still open and a WebSocketConnection.close() "
-    "task pending, until that connection's close_timeout (10 s by default) aborts it; plain "
-    "HTTP connections are aborted at grace.  Expected: after stop() returns, every WebSocket "
-    "of the server is closed (abort() the ones still closing)."))
 @pytest.mark.parametrize("kind", ["epoll", "asyncio"])
 def test_stop_aborts_websockets_that_ignore_the_close_past_grace(kind):
     opened = []
@@ -93,11 +80,6 @@ def test_stop_aborts_websockets_that_ignore_the_close_past_grace(kind):
     assert helpers.run_with(kind, main()) is True
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flowcoro/http/asgi.py hard-codes the scope's scheme: 'ws' for the websocket scope "
-    "(and 'http' for the http scope) even when ASGIServer.listen(ssl=...) serves TLS; the "
-    "ASGI spec says 'wss' (and 'https') there, and apps build absolute URLs and secure-cookie "
-    "decisions on it.  Expected: 'wss' on a TLS listener."))
 def test_asgi_websocket_scope_scheme_is_wss_over_tls():
     import ssl
 
