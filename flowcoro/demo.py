@@ -528,8 +528,32 @@ def build_app(store, *, access_log=True):
             return None                 # 204 No Content
         return _error(404, "no such item")
 
+    _observe(app, store)
     Chat(app)
     return app
+
+
+def _observe(app, store):
+    """/metrics (Prometheus text or OpenMetrics), /readyz and request metrics,
+    when the observability extra (prometheus_client) is installed."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from flowcoro.observability import HealthChecker, Metrics, instrument, metrics_handler
+    except ImportError:                 # pragma: no cover - flowcoro[observability] missing
+        return
+    registry = CollectorRegistry()
+    app.route("/metrics", metrics_handler(registry))
+    health = HealthChecker()
+
+    async def store_answers():
+        """The SQLite store answers a query."""
+        await store.count()
+        return True
+
+    health.add_check("store", store_answers, timeout=1.0)
+    app.route("/readyz", health.readyz)
+    instrument(app, Metrics(registry), tracing=False)
 
 
 async def serve(host=DEFAULT_HOST, port=DEFAULT_PORT, db=":memory:", *, ready=None):

@@ -465,3 +465,27 @@ def test_example_echo_server_selftest():
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "echoed 3 lines: ok" in r.stdout
+
+
+def test_demo_exposes_metrics_and_readiness(demo):
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    proc, host, port = demo
+    api = Api(host, port)
+    try:
+        status, _, ready = api.call("GET", "/readyz")
+        assert status == 200 and ready["status"] == "pass", ready
+        assert api.call("GET", "/api/items")[0] == 200
+        assert api.call("GET", "/no/such/path")[0] == 404
+        status, hdrs, text = api.call("GET", "/metrics")
+        assert status == 200 and hdrs["content-type"].startswith("text/plain")
+    finally:
+        api.close()
+    counts = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "http_server_request_duration_seconds_count":
+                counts[(s.labels["route"], s.labels["status"])] = s.value
+    assert counts[("/api/items", "200")] == 1 and counts[("<unmatched>", "404")] == 1
+    assert counts[("/readyz", "200")] == 1
