@@ -203,5 +203,6 @@ c-bench: build/csrc/bench_queues  ## C queue throughput, 1 producer + 1 consumer
 # tests/fuzz/run_fuzz.sh).  Seeds: tests/fuzz/corpus/http_parser.
 FUZZ_SECONDS ?= 600
 .PHONY: fuzz
-fuzz: build  ## fuzz the HTTP/1.1 parser for FUZZ_SECONDS (default 600)
+fuzz: build  ## fuzz the HTTP/1.1 parser, then the WebSocket framing core, FUZZ_SECONDS each (default 600)
 	PY=$(abspath $(PY)) tests/fuzz/run_fuzz.sh $(FUZZ_SECONDS)
+	PY=$(abspath $(PY)) tests/fuzz/run_fuzz_ws.sh $(FUZZ_SECONDS)
