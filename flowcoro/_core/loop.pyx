@@ -55,7 +55,7 @@ cdef extern from "sys/socket.h" nogil:
     int MSG_NOSIGNAL
 
 
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
 from flowcoro._core._c cimport *
 
 cdef extern from "Python.h":
@@ -407,6 +407,11 @@ cdef class CoreLoop:
     cdef unsigned long running_ident     # C thread id while running, else 0
     cdef bint core_closed
     cdef double last_poll         # fc_monotonic() of the last reactor wait
+    # Counters for stats() (metrics read them on scrape).  Loop thread only:
+    # plain increments, no atomics.
+    cdef uint64_t stat_iterations, stat_callbacks
+    cdef uint64_t stat_bytes_read, stat_bytes_written
+    cdef uint64_t stat_transports, stat_transports_closed
     cdef int skipped_polls        # consecutive iterations that skipped it
 
     cdef public bint _closed
@@ -818,6 +823,7 @@ cdef class CoreLoop:
 
         if self.reactor == NULL:
             raise LoopClosedError('Event loop is closed')
+        self.stat_iterations += 1
         self._purge_timers()
 
         if self._nready() or self._stopping or fc_wakeup_pending(&self.wakeup):
@@ -900,6 +906,7 @@ cdef class CoreLoop:
         if self.prio_used or self._debug:
             return self._run_ready_general()
         ntodo = fc_ring_len(&self.ready)
+        self.stat_callbacks += ntodo
         for k in range(ntodo):
             p = fc_ring_pop(&self.ready)
             obj = <object>p
@@ -928,6 +935,7 @@ cdef class CoreLoop:
         counts[PRIO_NORMAL] = fc_ring_len(&self.ready)
         for pr in (PRIO_LOW, PRIO_HIGH, PRIO_CRITICAL):
             counts[pr] = fc_ring_len(&self.prio_rings[pr]) if self.prio_used else 0
+        self.stat_callbacks += counts[0] + counts[1] + counts[2] + counts[3]
         for pr in range(PRIO_CRITICAL, PRIO_LOW - 1, -1):
             r = &self.ready if pr == PRIO_NORMAL else &self.prio_rings[pr]
             for k in range(counts[pr]):
@@ -951,6 +959,25 @@ cdef class CoreLoop:
                     if isinstance(obj, Handle) and (<Handle>obj)._oneshot:
                         (<Handle>obj)._drop()
         return 0
+
+    def stats(self):
+        """Counters of this loop since it was made, for metrics (cheap to
+        read; kept as plain C counters on the loop thread).
+
+        Returns a dict: ``iterations`` (run-loop passes), ``callbacks_run``
+        (handles run, cancelled ones included), ``ready`` (handles waiting
+        now), ``timers`` (timers in the heap, cancelled ones included),
+        ``transports_open`` (FlowCoro socket transports not yet lost),
+        ``bytes_read`` / ``bytes_written`` (by those transports)."""
+        return {
+            "iterations": self.stat_iterations,
+            "callbacks_run": self.stat_callbacks,
+            "ready": self._nready(),
+            "timers": self.timers.len,
+            "transports_open": self.stat_transports - self.stat_transports_closed,
+            "bytes_read": self.stat_bytes_read,
+            "bytes_written": self.stat_bytes_written,
+        }
 
     def _ready_count(self):
         """Number of handles waiting in the ready queues (metrics, tests)."""

@@ -96,6 +96,7 @@ cdef class SocketTransport:
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         """Wrap connected, non-blocking ``sock``; the loop calls this."""
         self._core = <CoreLoop?>loop
+        self._core.stat_transports += 1
         self._loop = loop
         self._extra = {} if extra is None else dict(extra)
         self._extra['socket'] = aio_TransportSocket(sock)
@@ -232,6 +233,7 @@ cdef class SocketTransport:
         if n == 0:
             self._on_eof()
             return
+        self._core.stat_bytes_read += <uint64_t>n
         data = PyBytes_FromStringAndSize(self._core.readbuf, n)
         try:
             self._data_received(data)
@@ -268,6 +270,7 @@ cdef class SocketTransport:
         if n == 0:
             self._on_eof()
             return
+        self._core.stat_bytes_read += <uint64_t>n
         try:
             self._protocol.buffer_updated(n)
         except (SystemExit, KeyboardInterrupt):
@@ -377,6 +380,8 @@ cdef class SocketTransport:
         try:
             n = c_send(self._sock_fd, view.buf, <size_t>view.len, MSG_NOSIGNAL)
             e = errno
+            if n > 0:
+                self._core.stat_bytes_written += <uint64_t>n
             if n == view.len:
                 return
             if n < 0:
@@ -471,6 +476,7 @@ cdef class SocketTransport:
 
     cdef _consume(self, Py_ssize_t n):
         cdef Py_ssize_t left, i = 0, nchunks = len(self._wbuf)
+        self._core.stat_bytes_written += <uint64_t>n
         self._wsize -= n
         while n and i < nchunks:
             left = PyBytes_GET_SIZE(<bytes>self._wbuf[i]) - self._woff
@@ -547,6 +553,7 @@ cdef class SocketTransport:
         # (close() with a full buffer reaches here from _write_ready).
         if not self._conn_lost:
             self._conn_lost = 1
+        self._core.stat_transports_closed += 1     # called once per transport
         try:
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)

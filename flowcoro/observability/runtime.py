@@ -157,15 +157,28 @@ class RuntimeMetrics:
                 tasks = 0
             yield GaugeMetricFamily(f"{p}_tasks_alive", "asyncio Tasks not done on the loop",
                                     value=tasks)
-            ready = getattr(loop, "_ready_count", None)
-            if ready is not None:
+            stats = getattr(loop, "stats", None)
+            if stats is not None:
+                # FlowCoro's loop keeps these as C counters; read them here.
+                s = stats()
                 yield GaugeMetricFamily(f"{p}_loop_ready_callbacks",
                                         "Callbacks in the ready queue (FlowCoro loop)",
-                                        value=ready())
-            timers = getattr(loop, "_timer_count", None)
-            if timers is not None:
+                                        value=s["ready"])
                 yield GaugeMetricFamily(f"{p}_loop_timers", "Timers scheduled (FlowCoro loop)",
-                                        value=timers())
+                                        value=s["timers"])
+                yield GaugeMetricFamily(f"{p}_loop_transports_open",
+                                        "Socket transports open (FlowCoro loop)",
+                                        value=s["transports_open"])
+                yield CounterMetricFamily(f"{p}_loop_iterations", "Run-loop iterations",
+                                          value=s["iterations"])
+                yield CounterMetricFamily(f"{p}_loop_callbacks", "Callbacks run",
+                                          value=s["callbacks_run"])
+                yield CounterMetricFamily(f"{p}_loop_read_bytes",
+                                          "Bytes read by socket transports",
+                                          value=s["bytes_read"])
+                yield CounterMetricFamily(f"{p}_loop_written_bytes",
+                                          "Bytes written by socket transports",
+                                          value=s["bytes_written"])
         if self._servers:
             conns = GaugeMetricFamily(f"{p}_http_connections",
                                       "Open connections of an HttpServer", labels=["server"])
