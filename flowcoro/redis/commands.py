@@ -926,41 +926,22 @@ class Commands:
 
     def scan(self, cursor=0, match=None, count=None, _type=None):
         """SCAN cursor [MATCH] [COUNT] [TYPE]: (next cursor, keys)."""
-        args: tuple = ("SCAN", cursor)
-        if match is not None:
-            args += ("MATCH", match)
-        if count is not None:
-            args += ("COUNT", count)
+        args = _scan_args(("SCAN", cursor), match, count)
         if _type is not None:
             args += ("TYPE", _type)
         return self._cmd(args, parse_scan)
 
     def sscan(self, name, cursor=0, match=None, count=None):
         """SSCAN: (next cursor, members)."""
-        args: tuple = ("SSCAN", name, cursor)
-        if match is not None:
-            args += ("MATCH", match)
-        if count is not None:
-            args += ("COUNT", count)
-        return self._cmd(args, parse_scan)
+        return self._cmd(_scan_args(("SSCAN", name, cursor), match, count), parse_scan)
 
     def hscan(self, name, cursor=0, match=None, count=None):
         """HSCAN: (next cursor, {field: value})."""
-        args: tuple = ("HSCAN", name, cursor)
-        if match is not None:
-            args += ("MATCH", match)
-        if count is not None:
-            args += ("COUNT", count)
-        return self._cmd(args, parse_hscan)
+        return self._cmd(_scan_args(("HSCAN", name, cursor), match, count), parse_hscan)
 
     def zscan(self, name, cursor=0, match=None, count=None):
         """ZSCAN: (next cursor, [(member, score)])."""
-        args: tuple = ("ZSCAN", name, cursor)
-        if match is not None:
-            args += ("MATCH", match)
-        if count is not None:
-            args += ("COUNT", count)
-        return self._cmd(args, parse_zscan)
+        return self._cmd(_scan_args(("ZSCAN", name, cursor), match, count), parse_zscan)
 
     # -- pub/sub (publishing side) -----------------------------------------------------------
 
@@ -1143,3 +1124,11 @@ class Commands:
             return self._cmd(args + ("JUSTID",))
         return self._cmd(args, parse_stream_list)
 
+
+def _scan_args(args, match, count):
+    """``args`` with the MATCH / COUNT options of the SCAN family added."""
+    if match is not None:
+        args += ("MATCH", match)
+    if count is not None:
+        args += ("COUNT", count)
+    return args
