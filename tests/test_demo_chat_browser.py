@@ -151,9 +151,11 @@ def _stop_demo(proc):
 
 def _start_chromium(profile):
     log = open(profile.parent / "chromium.log", "w")
+    # Not under the test run's LD_PRELOAD (make asan-test preloads libasan).
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                              "about:blank"], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
     log.close()
     # With --remote-debugging-port=0 Chromium writes the port it chose and
     # the browser target's path to DevToolsActivePort in the profile.
