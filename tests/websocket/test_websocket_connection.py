@@ -380,8 +380,13 @@ def test_send_waits_for_a_slow_reader_then_resumes(loop):
 
 def test_send_frame_nowait_bound_fails_with_1013(loop):
     async def main():
+        done = asyncio.Event()
+
         async def never_reads(reader, writer):
-            await asyncio.sleep(3600)
+            # Reads nothing until the test is over, then closes (3.12+'s
+            # Server.wait_closed() waits for the connection to end).
+            await done.wait()
+            writer.close()
 
         server, port = await raw_server(never_reads)
         async with server:
@@ -396,6 +401,7 @@ def test_send_frame_nowait_bound_fails_with_1013(loop):
             with pytest.raises(WebSocketClosed) as info:
                 await ws.receive()
             assert info.value.sent_code == 1013
+            done.set()
     run(loop, main())
 
 
@@ -439,7 +445,8 @@ def test_connect_errors(loop):
             assert info.value.status == 404
 
         async def hang(reader, writer):
-            await asyncio.sleep(3600)
+            await reader.read()            # answers nothing; ends when the client gives up
+            writer.close()
         hanging = await asyncio.start_server(hang, "127.0.0.1", 0)
         async with hanging:
             p = hanging.sockets[0].getsockname()[1]
@@ -571,8 +578,11 @@ def test_callback_errors_setter_and_send_nowait(loop):
                 ws.send_nowait("late")
             await ws.wait_closed()
 
+        done = asyncio.Event()
+
         async def never_reads(reader, writer):
-            await asyncio.sleep(3600)
+            await done.wait()              # reads nothing until the test is over
+            writer.close()
         server, port = await raw_server(never_reads)
         async with server:
             ws = await connect(f"ws://127.0.0.1:{port}/", max_send_buffer=128 * 1024,
@@ -586,4 +596,5 @@ def test_callback_errors_setter_and_send_nowait(loop):
                 ws.send_nowait(b"z")
             assert info.value.sent_code == 1013
             await ws.wait_closed()
+            done.set()
     run(loop, main())
