@@ -971,6 +971,7 @@ def test_constructor_and_load_app_errors(tmp_path, monkeypatch):
 
 CLI_APP = '''
 import os
+import sys
 
 EVENTS = []
 
@@ -979,7 +980,10 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
-            print("LIFESPAN", message["type"], os.getpid(), flush=True)
+            # One write per line: two worker processes share this stdout,
+            # and print() writes the text and the newline separately.
+            sys.stdout.write(f"LIFESPAN {message['type']} {os.getpid()}\\n")
+            sys.stdout.flush()
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
