@@ -45,6 +45,8 @@ from flowcoro._core._c_http cimport *
 
 import asyncio
 import json as _json
+import os
+from collections import deque as _deque
 import logging
 from email.utils import formatdate as _formatdate
 from urllib.parse import unquote as _unquote, parse_qsl as _parse_qsl
@@ -778,18 +780,26 @@ cdef class Request:
             raise ConnectionResetError("the client closed the connection")
         if c.active is not self:
             raise RuntimeError("only the active request may start its response")
+        self._begin(Response(b"", status, headers, None), content_length)
+        return None
+
+    cdef int _begin(self, Response resp, object content_length) except -1:
+        """Write the head of ``resp`` (its status, headers, content type) now
+        and set the framing write()/end_response() follow: chunked, sized or
+        until close.  Shared by start_response() and StreamingResponse."""
+        cdef HttpConnection c = self.conn
+        cdef int status = resp.status
         self.chunked = content_length is None and self.http_version == "1.1" \
             and status >= 200 and status != 204 and status != 304
         if content_length is None and not self.chunked and status != 101:
             c.close_after = True
-        c._write_head(self, Response(b"", status, headers, None),
-                      -1 if content_length is None else content_length, self.chunked)
+        c._write_head(self, resp, -1 if content_length is None else content_length, self.chunked)
         self.started = True
         self.status_sent = status
         self.remaining = -1 if content_length is None or self.method == "HEAD" \
             or status < 200 or status == 204 or status == 304 else content_length
         c._flush_data()
-        return None
+        return 0
 
     def respond(self, int status, headers, body):
         """Send a whole response now (status, headers, bytes body): it goes
@@ -1267,9 +1277,6 @@ cdef class ServerState:
             c._abort()
 
 
-cdef object NOT_STARTED = object()
-
-
 cdef class HttpConnection:
     """asyncio Protocol for one HTTP/1.1 connection (see the module doc)."""
     cdef ServerState server
@@ -1306,8 +1313,7 @@ cdef class HttpConnection:
     def __cinit__(self, ServerState server):
         self.server = server
         self.loop = server.loop
-        import collections
-        self.queue = collections.deque()
+        self.queue = _deque()
 
     def __dealloc__(self):
         if self.parser_ready:
@@ -1402,7 +1408,6 @@ cdef class HttpConnection:
 
     def eof_received(self):
         """The client finished sending: answer what was received, then close."""
-        cdef fc_http_event_t ev
         if self.upgraded is not None and self.deadline_kind == DL_LINGER:
             self._close()
             return True
@@ -1747,7 +1752,7 @@ cdef class HttpConnection:
 
     cdef _start(self, Request req):
         """Run the handler of ``req`` (the head of the queue)."""
-        cdef object handler, params, result
+        cdef object handler, params
         cdef ServerState s = self.server
         self.active = req
         if s.timing:
@@ -1913,13 +1918,7 @@ cdef class HttpConnection:
             self._putb(status_line(status))
             ct = resp.content_type
             if ct is not None:
-                if type(ct) is bytes:
-                    if ct is TEXT_PLAIN:
-                        self._putb(b"content-type: text/plain; charset=utf-8\r\n")
-                    else:
-                        self._putb(b"content-type: " + header_value_bytes(ct) + b"\r\n")
-                else:
-                    self._putb(content_type_line(ct))
+                self._putb(content_type_line(ct))       # str or bytes, checked once, cached
             headers = resp.headers
             if headers is not None:
                 if isinstance(headers, dict):
@@ -1994,9 +1993,7 @@ cdef class HttpConnection:
 
     async def _send_streaming(self, Request req, Response resp):
         cdef bint head = req.method == "HEAD"
-        cdef bint chunked
         if isinstance(resp, FileResponse):
-            import os
             try:
                 f = open(resp.path, "rb")
             except OSError:
@@ -2014,12 +2011,7 @@ cdef class HttpConnection:
             finally:
                 f.close()
             return
-        length = (<StreamingResponse>resp).content_length
-        chunked = length is None and req.http_version == "1.1"
-        if length is None and not chunked:
-            self.close_after = True     # HTTP/1.0: the close ends the body
-        self._write_head(req, resp, -1 if length is None else length, chunked)
-        self._flush()
+        req._begin(resp, (<StreamingResponse>resp).content_length)
         body = resp.body
         if head:
             if hasattr(body, "aclose"):
@@ -2027,28 +2019,11 @@ cdef class HttpConnection:
             return
         if hasattr(body, "__aiter__"):
             async for piece in body:
-                await self._write_piece(piece, chunked)
+                await req.write(piece)
         else:
             for piece in body:
-                await self._write_piece(piece, chunked)
-        if chunked:
-            self.transport.write(b"0\r\n\r\n")
-
-    async def _write_piece(self, piece, bint chunked):
-        if type(piece) is str:
-            piece = (<str>piece).encode("utf-8")
-        if not piece or self.transport is None:
-            if self.transport is None:
-                raise ConnectionResetError("the client closed the connection")
-            return
-        if chunked:
-            self.transport.write(b"%x\r\n" % len(piece))
-            self.transport.write(piece)
-            self.transport.write(b"\r\n")
-        else:
-            self.transport.write(piece)
-        if self.writing_paused:
-            await self.drain()
+                await req.write(piece)
+        req.end_response()
 
     def _on_stream_done(self, task):
         if self.task is task:
@@ -2079,10 +2054,7 @@ cdef class HttpConnection:
             self.transport.write(data)
 
     cdef _flush(self):
-        if self.olen and self.transport is not None:
-            data = PyBytes_FromStringAndSize(self.obuf, self.olen)
-            self.olen = 0
-            self.transport.write(data)
+        self._flush_data()
         if self.close_after and self.active is None and not self.queue and not self.closed:
             self._close()
 
