@@ -33,13 +33,12 @@ _DISCONNECT = {"type": "http.disconnect"}
 class _Exchange:
     """send/receive of one HTTP request (the ASGI callables)."""
 
-    __slots__ = ("request", "status", "headers", "parts", "streaming", "done", "body_read")
+    __slots__ = ("request", "status", "headers", "streaming", "done", "body_read")
 
     def __init__(self, request):
         self.request = request
         self.status = None        # set by http.response.start
         self.headers = None
-        self.parts = None         # body pieces before we know it is streamed
         self.streaming = False
         self.done = False
         self.body_read = False
@@ -72,7 +71,7 @@ class _Exchange:
             body = message.get("body", b"")
             more = message.get("more_body", False)
             if not self.streaming:
-                if not more and self.parts is None:
+                if not more:
                     # The common case: the whole body in one message, sent
                     # now (with this read's batch) even if the app goes on
                     # working (background tasks).
