@@ -50,6 +50,11 @@ pytestmark = [
 ]
 
 
+# CDP errors that mean "the page is between documents", not a failure.
+_NAVIGATING = ("Inspected target navigated or closed", "Execution context was destroyed",
+               "Cannot find context with specified id")
+
+
 class Cdp:
     """A minimal Chrome DevTools Protocol client over one WebSocket.
 
@@ -107,7 +112,14 @@ class Cdp:
         """Poll ``expression`` in a page until it is truthy; returns its value."""
         deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT
         while True:
-            value = await self.evaluate(session, expression)
+            try:
+                value = await self.evaluate(session, expression)
+            except RuntimeError as exc:
+                # A page that is navigating (a clicked link) answers an evaluate
+                # sent in between with one of these; the next poll sees the new page.
+                if not any(m in str(exc) for m in _NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             if asyncio.get_running_loop().time() > deadline:
