@@ -605,6 +605,7 @@ cdef class Request:
     cdef int status_sent                # the status start_response() sent
     # observation (ServerState.timing / trace_call): set only when enabled
     cdef readonly object route          # the route pattern that matched (None: none)
+    cdef RouteObs obs                   # its observation table (None: no route)
     cdef double t0                      # mono() when the handler started
     cdef int status_out                 # the status of the response written
     cdef bint traceparent               # the request carries a traceparent header
@@ -1169,6 +1170,139 @@ cdef HandlerTask start_handler(object coro, object loop, HttpConnection conn):
 
 
 # -- server-wide state shared by the connections -----------------------------
+@cython.final
+cdef class HistCell:
+    """One histogram series kept as C numbers: the HTTP server adds each
+    request to it without touching a Python object, and a scrape reads it.
+
+    It reads (and writes) as the list ``[bounds, n_0, ..., n_k, n_inf,
+    sum]`` that flowcoro.observability.Metrics keeps for its histograms
+    (``n_i`` counts values <= bounds[i], not cumulated), so Metrics stores
+    it in place of that list.  Only the loop's thread updates a cell; a
+    scrape from another thread may see a count and a sum one request apart.
+    """
+    cdef readonly tuple bounds
+    cdef double *b          # bounds as doubles, ascending
+    cdef uint64_t *n        # n + 1 counts (the last: +Inf)
+    cdef double total
+    cdef Py_ssize_t k       # len(bounds)
+
+    def __cinit__(self, bounds):
+        cdef Py_ssize_t i
+        self.bounds = tuple(float(x) for x in bounds)
+        self.k = len(self.bounds)
+        for i in range(1, self.k):
+            if not self.bounds[i - 1] < self.bounds[i]:
+                raise ValueError("histogram bounds must be ascending")
+        self.b = <double *>malloc((self.k + 1) * sizeof(double))
+        self.n = <uint64_t *>malloc((self.k + 1) * sizeof(uint64_t))
+        if self.b == NULL or self.n == NULL:
+            raise MemoryError()
+        for i in range(self.k):
+            self.b[i] = self.bounds[i]
+        for i in range(self.k + 1):
+            self.n[i] = 0
+        self.total = 0.0
+
+    def __dealloc__(self):
+        free(self.b)
+        free(self.n)
+
+    cdef inline void add(self, double v) noexcept:
+        cdef Py_ssize_t i = 0
+        while i < self.k and self.b[i] < v:
+            i += 1
+        self.n[i] += 1
+        self.total += v
+
+    def observe(self, double value):
+        """Count one value (as Histogram.observe)."""
+        self.add(value)
+
+    def __len__(self):
+        return self.k + 3
+
+    cdef Py_ssize_t _index(self, Py_ssize_t i) except -1:
+        if i < 0:
+            i += self.k + 3
+        if i < 0 or i >= self.k + 3:
+            raise IndexError("HistCell index out of range")
+        return i
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t i
+        if isinstance(index, slice):
+            return [self[j] for j in range(*index.indices(self.k + 3))]
+        i = self._index(index)
+        if i == 0:
+            return self.bounds
+        if i == self.k + 2:
+            return self.total
+        return self.n[i - 1]
+
+    def __setitem__(self, Py_ssize_t i, value):
+        i = self._index(i)
+        if i == 0:
+            raise TypeError("the bounds of a HistCell are fixed")
+        if i == self.k + 2:
+            self.total = value
+        else:
+            self.n[i - 1] = value
+
+    def __repr__(self):
+        return f"HistCell({list(self)!r})"
+
+
+# One route's cells, found by (method object, status) in a short C table:
+# the server's methods are interned constants (_method), so a pointer
+# compare finds them; any other method string is compared by value.  The
+# table holds a reference to each method and cell through ``refs``.
+cdef enum:
+    ROUTE_CELLS = 16
+
+@cython.final
+cdef class RouteObs:
+    """The observation cells of one route pattern (internal)."""
+    cdef readonly object route
+    cdef list refs                          # [method, cell, ...] owning the table's pointers
+    cdef PyObject *methods[ROUTE_CELLS]
+    cdef int statuses[ROUTE_CELLS]
+    cdef PyObject *cells[ROUTE_CELLS]
+    cdef int used
+    cdef dict more                          # (method, status) -> cell past the table
+
+    def __cinit__(self, route):
+        self.route = route
+        self.refs = []
+        self.used = 0
+        self.more = {}
+
+    cdef inline HistCell find(self, str method, int status):
+        cdef int i
+        for i in range(self.used):
+            if self.statuses[i] == status and self.methods[i] == <PyObject *>method:
+                return <HistCell>self.cells[i]
+        for i in range(self.used):
+            if self.statuses[i] == status and <str>self.methods[i] == method:
+                return <HistCell>self.cells[i]
+        if self.more:
+            return self.more.get((method, status))
+        return None
+
+    cdef add(self, str method, int status, HistCell cell):
+        if self.used == ROUTE_CELLS:
+            self.more[(method, status)] = cell
+            return
+        self.refs.append(method)
+        self.refs.append(cell)
+        self.methods[self.used] = <PyObject *>method
+        self.statuses[self.used] = status
+        self.cells[self.used] = <PyObject *>cell
+        self.used += 1
+
+
+# -- server-wide state shared by the connections -----------------------------
+@cython.final
 cdef class ServerState:
     """Settings, router and live connections of one listening HttpServer
     (built by flowcoro.http.server; not public API)."""
@@ -1187,9 +1321,9 @@ cdef class ServerState:
     # Observation hooks (flowcoro.observability sets them through
     # HttpServer.set_observer): see record() and HttpConnection._start.
     cdef public bint timing              # time every request into cells
-    cdef public object new_cell          # (route, method, status) -> histogram cell
-    cdef public dict cells               # (route, method, status) -> cell
-    cdef public dict route_names         # handler -> route pattern
+    cdef public object new_cell          # (route, method, status) -> HistCell
+    cdef dict route_obs                  # handler -> RouteObs (set_route_names)
+    cdef RouteObs unmatched              # 404/405 answers (route None)
     cdef public object trace_call        # (handler, request) -> coroutine, or None
     cdef public double trace_ratio       # share of requests without traceparent traced
     cdef public list context_vars        # [(ContextVar, value)] set in each connection
@@ -1220,34 +1354,36 @@ cdef class ServerState:
         self.limits.max_chunk_line = max_chunk_line
         self.limits.max_body = 0xFFFFFFFFFFFFFFFF if max_body is None else <uint64_t>max_body
         self.flags = FC_HTTP_REQUIRE_HOST | FC_HTTP_LOWERCASE_NAMES
-        self.cells = {}
-        self.route_names = {}
+        self.route_obs = {}
+        self.unmatched = RouteObs(None)
         self.context_vars = []
 
-    cdef int record(self, Request req, int status) except -1:
-        """Add one request to its histogram cell.
+    def set_route_names(self, names):
+        """Name the routes for observation: ``names`` maps each handler to
+        its route pattern (the ``route`` that new_cell and Request.route see)."""
+        self.route_obs = {h: RouteObs(pattern) for h, pattern in names.items()}
+        self.unmatched = RouteObs(None)
 
-        A cell is the list ``[bounds, n_0, ..., n_k, n_inf, sum]`` that
-        ``new_cell(route, method, status)`` returns (bounds: a tuple of
-        floats, ascending; ``n_i`` counts durations <= bounds[i], not
-        cumulated; flowcoro.observability.Metrics keeps its histograms in
-        this shape, so a scrape reads them as they are)."""
-        cdef double dt = mono() - req.t0
-        cdef tuple key = (req.route, req.method, status)
-        cdef object cell = self.cells.get(key)
-        cdef tuple bounds
-        cdef Py_ssize_t i = 0, n
+    cdef double record(self, Request req, int status) except -1.0:
+        """Add one request (its handler's start to now) to the HistCell of
+        its (route, method, status), made by ``new_cell`` on first use.  No
+        Python object is made or updated here in the steady state: the cell
+        is found by pointer in the route's small table and counts in C.
+        Returns the time it read (the next pipelined request's start)."""
+        cdef double now = mono()
+        cdef double dt = now - req.t0
+        cdef RouteObs ro = req.obs if req.obs is not None else self.unmatched
+        cdef HistCell cell
         req.t0 = 0.0
+        cell = ro.find(req.method, status)
         if cell is None:
-            cell = self.new_cell(req.route, req.method, status)
-            self.cells[key] = cell
-        bounds = <tuple>(<list>cell)[0]
-        n = PyTuple_GET_SIZE(bounds)
-        while i < n and PyFloat_AS_DOUBLE(<object>PyTuple_GET_ITEM(bounds, i)) < dt:
-            i += 1
-        (<list>cell)[i + 1] += 1
-        (<list>cell)[n + 2] += dt
-        return 0
+            made = self.new_cell(ro.route, req.method, status)
+            if not isinstance(made, HistCell):
+                raise TypeError(f"new_cell must return a HistCell, not {type(made).__name__}")
+            cell = <HistCell>made
+            ro.add(req.method, status, cell)
+        cell.add(dt)
+        return now
 
     def protocol(self):
         """A new HttpConnection (the protocol factory for create_server)."""
@@ -1305,6 +1441,8 @@ cdef class HttpConnection:
     cdef object pending_error    # (status, message) to answer once the queue drains
     cdef object disconnected     # Future set by connection_lost, made on demand
     cdef bint dispatching        # inside _run_queue(): handlers start there only
+    cdef double t_last           # the last request's end (ServerState.record), while t_fresh
+    cdef bint t_fresh            # t_last was read in this _run_queue() loop, just before
     cdef bint linger             # close by half-closing and draining (after an error)
     cdef object base_context     # context at connection_made; handlers run in copies
     cdef readonly object peername  # the client's address, read once
@@ -1744,6 +1882,7 @@ cdef class HttpConnection:
         if self.dispatching:
             return              # an outer _run_queue() goes on
         self.dispatching = True
+        self.t_fresh = False
         try:
             while self.queue and self.active is None and not self.closed:
                 self._start(self.queue[0])
@@ -1756,7 +1895,10 @@ cdef class HttpConnection:
         cdef ServerState s = self.server
         self.active = req
         if s.timing:
-            req.t0 = mono()
+            # The previous request of this dispatch loop ended just now: its
+            # end time is this one's start (one clock read per request).
+            req.t0 = self.t_last if self.t_fresh else mono()
+            self.t_fresh = False
         if s.dispatch is not None:
             handler = s.dispatch
         else:
@@ -1770,7 +1912,9 @@ cdef class HttpConnection:
                 return
             req.path_params = params
             if s.timing or s.trace_call is not None:
-                req.route = s.route_names.get(handler)
+                req.obs = s.route_obs.get(handler)
+                if req.obs is not None:
+                    req.route = req.obs.route
         try:
             if s.trace_call is not None and (
                     req.traceparent or s.trace_ratio >= 1.0
@@ -1876,7 +2020,8 @@ cdef class HttpConnection:
         self.queue.popleft()
         self.active = None
         if req.t0 != 0.0:
-            self.server.record(req, req.status_out)
+            self.t_last = self.server.record(req, req.status_out)
+            self.t_fresh = self.dispatching
         if not req.complete:
             # Body the handler did not read: drop it as it arrives.
             req.discard = True

@@ -222,12 +222,13 @@ class HttpServer:
         (flowcoro.observability.instrument() sets them; call before listen()).
 
         Args:
-            new_cell: ``(route, method, status) -> cell``: with it, every
-                request is timed (from its handler's start to the end of its
-                response) into the histogram cell of its route pattern (None
-                when no route matched), method and status (499 when the
-                client went away first).  A cell is the list ``[bounds,
-                n_0, ..., n_k, n_inf, sum]``; the server adds to it.
+            new_cell: ``(route, method, status) -> HistCell``: with it,
+                every request is timed (from its handler's start to the end
+                of its response) into the histogram cell of its route
+                pattern (None when no route matched), method and status
+                (499 when the client went away first).  A
+                :class:`flowcoro._core.httpserver.HistCell` counts in C; the
+                server adds to it without a Python call.
             trace_call: ``(handler, request) -> coroutine`` run instead of
                 ``handler(request)`` for requests that carry ``traceparent``
                 and for a ``trace_ratio`` share of the others.
@@ -328,7 +329,7 @@ class HttpServer:
                 st.trace_call = obs["trace_call"]
                 st.trace_ratio = obs["trace_ratio"]
                 st.context_vars = obs["context_vars"]
-                st.route_names = {h: pattern for _, pattern, h in self.router.routes}
+                st.set_route_names({h: pattern for _, pattern, h in self.router.routes})
             self._stopped = loop.create_future()
             self._sweep_later(loop)
         if sock is not None:

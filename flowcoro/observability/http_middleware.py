@@ -44,6 +44,7 @@ from random import random
 from time import perf_counter
 
 from flowcoro.errors import HttpException
+from flowcoro._core.httpserver import HistCell
 from flowcoro.observability.tracing import _api, _unsampled, get_tracer
 
 __all__ = ["HttpObserver", "http_metrics_middleware", "http_tracing_middleware",
@@ -127,7 +128,7 @@ class HttpObserver:
                 """The histogram cell of one (route, method, status)."""
                 return metrics._histogram_cell(
                     HTTP_DURATION, (method, route if route is not None else "<unmatched>",
-                                    str(status)))
+                                    str(status)), HistCell)
         if self.tracing:
             async def traced_call(handler, request):
                 """One traced request (sampled by the server's C path)."""

@@ -238,17 +238,23 @@ class Metrics:
         cell[bisect_left(cell[0], value) + 1] += 1
         cell[-1] += value
 
-    def _histogram_cell(self, name, labels):
+    def _histogram_cell(self, name, labels, factory=None):
         """The cell of histogram ``name`` for ``labels`` (a tuple of values),
         created empty if new: the HTTP server's C request timing adds to it
-        directly (see HttpServer.set_observer)."""
+        directly (see HttpServer.set_observer).  ``factory(bounds)`` makes
+        a new cell that reads like the list one (a HistCell); an existing
+        list cell is kept, and its counts move into the new one."""
         try:
-            return self._hists[name][labels]
+            cell = self._hists[name][labels]
         except KeyError:
-            pass
-        self._first_use(_HISTOGRAM, name, labels, 0.0)
-        cell = self._hists[name][labels]
-        cell[bisect_left(cell[0], 0.0) + 1] -= 1      # no observation was made
+            self._first_use(_HISTOGRAM, name, labels, 0.0)
+            cell = self._hists[name][labels]
+            cell[bisect_left(cell[0], 0.0) + 1] -= 1      # no observation was made
+        if factory is not None and cell.__class__ is list:
+            made = factory(cell[0])
+            for i in range(1, len(cell)):
+                made[i] = cell[i]
+            cell = self._hists[name][labels] = made
         return cell
 
     def _first_use(self, kind, name, labels, value, add=False):

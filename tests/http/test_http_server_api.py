@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from flowcoro._core.httpserver import HistCell
+
 from flowcoro.errors import InvalidArgumentError, InvalidStateError
 from flowcoro.http import Headers, HttpServer, Response, reason_phrase
 from flowcoro._core.httpserver import as_response
@@ -302,7 +304,7 @@ def test_set_observer_times_requests_in_the_c_path(kind):
     traced = []
 
     def new_cell(route, method, status):
-        cell = [(0.001, 1.0)] + [0, 0, 0] + [0.0]
+        cell = HistCell((0.001, 1.0))
         cells[(route, method, status)] = cell
         return cell
 
@@ -342,3 +344,59 @@ def test_set_observer_times_requests_in_the_c_path(kind):
     assert sum(cells[(None, "GET", 404)][1:4]) == 1
     assert sum(cells[("/hang", "GET", 499)][1:4]) == 1
     assert traced == [("/users/{id:int}", "/users/3")]     # only the one with traceparent
+
+
+def test_hist_cell_reads_and_writes_as_the_metrics_list():
+    cell = HistCell([0.1, 1, 10])
+    assert len(cell) == 6 and cell.bounds == (0.1, 1.0, 10.0)
+    for v in (0.05, 0.1, 0.5, 20.0):
+        cell.observe(v)
+    assert list(cell) == [(0.1, 1.0, 10.0), 2, 1, 0, 1, 20.65]
+    assert cell[-1] == 20.65 and cell[-2] == 1
+    cell[1] += 3
+    cell[-1] = 1.5
+    assert list(cell)[1:] == [5, 1, 0, 1, 1.5]
+    assert repr(cell).startswith("HistCell([(0.1, 1.0, 10.0), 5")
+    with pytest.raises(IndexError):
+        cell[6]
+    with pytest.raises(IndexError):
+        cell[-7] = 1
+    with pytest.raises(TypeError):
+        cell[0] = (1.0,)
+    with pytest.raises(ValueError):
+        HistCell([1.0, 1.0])
+    assert list(HistCell([])) == [(), 0, 0.0]
+
+
+def test_observed_cells_past_a_routes_table_and_odd_methods(kind):
+    """More (method, status) pairs than a route's C table holds (16), and a
+    method the parser does not intern (compared by value)."""
+    app = HttpServer()
+    cells = {}
+
+    def new_cell(route, method, status):
+        assert (route, method, status) not in cells      # made once per series
+        cell = cells[(route, method, status)] = HistCell((1.0,))
+        return cell
+
+    @app.route("/s/{code:int}", methods=["GET", "PURGE"])
+    async def s(req):
+        return Response(b"", req.path_params["code"])
+
+    app.set_observer(new_cell=new_cell)
+    codes = list(range(200, 220))
+
+    async def client(port):
+        data = b"".join(get(f"/s/{c}".encode()) for c in codes)
+        data += b"".join(f"PURGE /s/{c} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                         for c in (200, 200, 201))
+        data += b"GET /s/219 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        await exchange(port, data)
+
+    from server_helpers import serve
+    serve(kind, app, client)
+
+    def count(method, code):
+        return sum(list(cells[("/s/{code:int}", method, code)])[1:3])
+    assert [count("GET", c) for c in codes] == [1] * 19 + [2]
+    assert count("PURGE", 200) == 2 and count("PURGE", 201) == 1

@@ -264,3 +264,27 @@ def test_default_registry_is_prometheus_REGISTRY():
         assert b"flowcoro_test_default_registry_total 1.0" in generate_latest(REGISTRY)
     finally:
         m.unregister()
+
+
+def test_histogram_cell_made_by_a_factory_keeps_earlier_observations():
+    """The HTTP server's C timing asks for a HistCell; observations made
+    before through histogram_observe move into it, and both paths then add
+    to the one series that a scrape reads."""
+    from flowcoro._core.httpserver import HistCell
+    m = Metrics()
+    m.histogram("lat", "latency", ("route",), buckets=(0.1, 1.0))
+    m.histogram_observe("lat", 0.05, ("/a",))
+    cell = m._histogram_cell("lat", ("/a",), HistCell)
+    assert isinstance(cell, HistCell) and list(cell) == [(0.1, 1.0), 1, 0, 0, 0.05]
+    assert m._histogram_cell("lat", ("/a",), HistCell) is cell
+    cell.observe(0.5)
+    m.histogram_observe("lat", 2.0, ("/a",))
+    fresh = m._histogram_cell("lat", ("/b",), HistCell)
+    assert list(fresh) == [(0.1, 1.0), 0, 0, 0, 0.0]
+    snap = m.snapshot()["lat"]["series"]
+    a = next(x for x in snap if x["labels"] == {"route": "/a"})
+    assert a["count"] == 3 and abs(a["sum"] - 2.55) < 1e-9
+    fams = {f.name: f for f in m.collect()}
+    buckets = {(s.labels["route"], s.labels.get("le")): s.value
+               for s in fams["lat"].samples if s.name == "lat_bucket"}
+    assert buckets[("/a", "1.0")] == 2 and buckets[("/a", "+Inf")] == 3
