@@ -50,6 +50,7 @@ extensions = [
     ext("flowcoro._core.httpparser", ["flowcoro/_core/httpparser.pyx", "csrc/http/parser.c"]),
     ext("flowcoro._core.httpserver", ["flowcoro/_core/httpserver.pyx", "csrc/http/parser.c"]),
     ext("flowcoro._core.wsframe", ["flowcoro/_core/wsframe.pyx", "csrc/ws/frame.c", "csrc/ws/utf8.c"]),
+    ext("flowcoro._core.wsconn", ["flowcoro/_core/wsconn.pyx"]),
 ]
 
 # Developer knob: FLOWCORO_ONLY=loop,httpserver builds just those extensions

@@ -79,6 +79,7 @@ cdef object json_dumps = _json.JSONEncoder(ensure_ascii=False, separators=(",", 
 cdef object json_loads = _json.loads
 cdef object aio_Task = asyncio.Task
 cdef object aio_CancelledError = asyncio.CancelledError
+cdef object aio_current_task = asyncio.current_task
 cdef object aio_InvalidStateError = asyncio.InvalidStateError
 cdef object enter_task = asyncio.tasks._enter_task
 cdef object leave_task = asyncio.tasks._leave_task
@@ -914,6 +915,55 @@ cdef class Request:
         return f"<Request {self.method} {self.raw_path!r}>"
 
 
+# -- Parker ---------------------------------------------------------------------
+# A wait without a future, for protocol code whose reader is a HandlerTask
+# (WebSocketConnection.receive): the handler awaits the Parker, the task
+# parks (no future, no done callback), and wake() resumes it -- at once,
+# inside the protocol callback that calls it, when no task is running (the
+# usual case: data_received), else through the ready queue.  Saves a future,
+# a callback registration and a trip through the ready queue per message.
+# Ownership: the reader's connection owns the Parker; Parker.task is set by
+# HandlerTask._suspend and cleared by wake(), by cancel() and when the task
+# runs for any other reason, so a wake never reaches a task parked elsewhere.
+@cython.final
+cdef class Parker:
+    """A reusable wait point for a coroutine run by a HandlerTask (internal;
+    ``await parker`` anywhere else is an error)."""
+    cdef object task                # the HandlerTask parked here, or None
+    cdef bint yielded
+
+    def __await__(self):
+        self.yielded = False
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.yielded:
+            self.yielded = True
+            return self
+        self.yielded = False
+        raise StopIteration
+
+    @property
+    def parked(self):
+        """True while a task waits here."""
+        return self.task is not None
+
+    def wake(self):
+        """Resume the task parked here (no-op when none is)."""
+        cdef HandlerTask t = self.task
+        if t is None:
+            return
+        self.task = None
+        t.parked = None
+        if aio_current_task(t.loop) is None:
+            t._run(None, True)
+        else:
+            t.loop.call_soon(t._step_exc, None, context=t.context)
+
+
 # -- HandlerTask ----------------------------------------------------------------
 # Why not asyncio.Task: on 3.11 creating one costs ~3 us (it is added to a
 # Python WeakSet, all_tasks(), and removed again when it dies), more than the
@@ -932,6 +982,7 @@ cdef class HandlerTask:
     cdef object context
     cdef HttpConnection conn
     cdef object fut_waiter          # the future the coroutine waits on
+    cdef Parker parked              # or the Parker it waits at
     cdef bint must_cancel
     cdef object cancel_msg
     cdef int num_cancels
@@ -974,6 +1025,9 @@ cdef class HandlerTask:
                     else aio_CancelledError(self.cancel_msg)
             self.must_cancel = False
         self.fut_waiter = None
+        if self.parked is not None:     # run for another reason (cancel): unpark
+            self.parked.task = None
+            self.parked = None
         if enter:
             PyContext_Enter(self.context)
         try:
@@ -1011,6 +1065,14 @@ cdef class HandlerTask:
         return 0
 
     cdef void _suspend(self, object yielded):
+        if type(yielded) is Parker:
+            (<Parker>yielded).task = self
+            self.parked = <Parker>yielded
+            if self.must_cancel:        # cancelled during this step
+                self.parked = None
+                (<Parker>yielded).task = None
+                self.loop.call_soon(self._step_exc, None, context=self.context)
+            return
         blocking = getattr(yielded, "_asyncio_future_blocking", None)
         if blocking is not None:
             if yielded.get_loop() is not self.loop:
@@ -1070,6 +1132,10 @@ cdef class HandlerTask:
                 return True
         self.must_cancel = True
         self.cancel_msg = msg
+        if self.parked is not None:     # nothing else would wake it: step now
+            self.parked.task = None
+            self.parked = None
+            self.loop.call_soon(self._step_exc, None, context=self.context)
         return True
 
     def uncancel(self):

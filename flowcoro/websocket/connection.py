@@ -42,19 +42,16 @@ import asyncio
 import collections
 import os
 
-from flowcoro._core.wsframe import Close, FrameBuilder, FrameParser, Ping, Pong
-from flowcoro.errors import (InvalidArgumentError, InvalidStateError, WebSocketClosed,
-                             WebSocketProtocolError)
+from flowcoro._core.wsconn import CLOSED, CLOSING, OPEN, WebSocketCore
+from flowcoro._core.wsframe import FrameBuilder, FrameParser
+from flowcoro.errors import InvalidArgumentError, InvalidStateError, WebSocketClosed
 from flowcoro.websocket.deflate import Compressor
 
 __all__ = ["WebSocketConnection", "OPEN", "CLOSING", "CLOSED"]
 
-OPEN, CLOSING, CLOSED = "OPEN", "CLOSING", "CLOSED"
-
-_OP_TEXT, _OP_BINARY = 0x1, 0x2
 
 
-class WebSocketConnection(asyncio.Protocol):
+class WebSocketConnection(WebSocketCore, asyncio.Protocol):
     """An open WebSocket connection (client or server side).
 
     Made by :func:`flowcoro.websocket.connect` on the client and by the
@@ -130,7 +127,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._messages = collections.deque()
         self._max_queue = max_queue
         self._reading_paused = False
-        self._recv_waiter = None
+        self._recv_waiter = None         # a Future or self._parker while receive() waits
+        self._parker = None
         self._write_paused = False
         self._drain_waiters = []
         self._pings = {}                 # payload -> (future, sent time), in send order
@@ -203,111 +201,11 @@ class WebSocketConnection(asyncio.Protocol):
             return WebSocketClosed(self._close_rcvd.code, self._close_rcvd.reason, self._sent_code)
         return WebSocketClosed(1006, "", self._sent_code)
 
-    # ---- receiving --------------------------------------------------------
-
-    async def receive(self):
-        """The next message: ``str`` (text) or ``bytes`` (binary).
-
-        Raises:
-            WebSocketClosed: the connection is closed (or closing) and no
-                message is left; ``ok`` says whether it closed normally.
-            InvalidStateError: another ``receive()`` is already waiting.
-        """
-        while True:
-            if self._messages:
-                msg = self._messages.popleft()
-                if self._reading_paused and len(self._messages) <= self._max_queue // 4:
-                    self._reading_paused = False
-                    if self._state != CLOSED:
-                        self._transport.resume_reading()
-                return msg
-            if self._pending_fail is not None:
-                self._run_pending_fail()
-            if self._close_rcvd is not None or self._state == CLOSED or self._error is not None:
-                raise self._closed_error()
-            if self._recv_waiter is not None:
-                raise InvalidStateError("receive() is already being awaited")
-            self._recv_waiter = self._loop.create_future()
-            try:
-                await self._recv_waiter
-            finally:
-                self._recv_waiter = None
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        try:
-            return await self.receive()
-        except WebSocketClosed as exc:
-            if exc.ok:
-                raise StopAsyncIteration from None
-            raise
-
-    def _wake_receiver(self):
-        w = self._recv_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
     # ---- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport):  # pragma: no cover - set_protocol, not connect
         """Not called: the connection takes over an already connected transport."""
         self._transport = transport
-
-    def data_received(self, data):
-        """Feed the framing core; queue messages, answer pings (protocol callback)."""
-        if self._error is not None:
-            return          # the parser is dead; the connection is being failed
-        try:
-            events = self._parser.feed(data)
-        except WebSocketProtocolError as exc:
-            self._error = exc
-            self._handle(exc.events)
-            if self._messages and self._state == OPEN and self._close_rcvd is None:
-                # Messages that came before the bad frame are still
-                # delivered (and may be answered) first: the connection is
-                # failed when receive() finds the queue empty, or after
-                # close_timeout if nobody reads (Autobahn's "strict" order).
-                self._pending_fail = (exc.close_code, exc.code)
-                self._fail_timer = self._loop.call_later(self.close_timeout or 0,
-                                                         self._run_pending_fail)
-            else:
-                self._fail(exc.close_code, exc.code)
-            return
-        if events:
-            self._handle(events)
-
-    def _handle(self, events):
-        msgs = self._messages
-        cb = self._on_message
-        for ev in events:
-            t = type(ev)
-            if t is str or t is bytes:
-                if cb is None:
-                    msgs.append(ev)
-                    continue
-                try:
-                    cb(ev)
-                except Exception as exc:
-                    self._loop.call_exception_handler({
-                        "message": "WebSocket on_message callback failed",
-                        "exception": exc, "protocol": self})
-                    self._fail(1011, "internal error")
-                    return
-            elif t is Ping:
-                if self._state == OPEN and self._close_rcvd is None:
-                    self._transport.write(self._builder.pong(ev.payload))
-            elif t is Pong:
-                self._on_pong(ev.payload)
-            else:
-                self._on_close_frame(ev)
-        if msgs:
-            self._wake_receiver()
-            if len(msgs) >= self._max_queue and not self._reading_paused and \
-                    self._state != CLOSED:
-                self._reading_paused = True
-                self._transport.pause_reading()
 
     def eof_received(self):
         """The peer shut its side: let the transport close (protocol callback)."""
@@ -319,7 +217,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._cancel_timers()
         if not self._lost.done():
             self._lost.set_result(None)
-        self._wake_receiver()
         err = self._closed_error()
         for fut, _ in self._pings.values():
             if not fut.done():
@@ -330,6 +227,9 @@ class WebSocketConnection(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
         self._drain_waiters.clear()
+        # Last: a HandlerTask reader resumes inside this call, and must find
+        # every other waiter already failed.
+        self._wake_receiver()
 
     def pause_writing(self):
         """The transport's buffer passed ``write_limit`` (protocol callback)."""
@@ -348,44 +248,6 @@ class WebSocketConnection(asyncio.Protocol):
     def _check_open(self):
         if self._state != OPEN or self._close_rcvd is not None:
             raise self._closed_error()
-
-    def _data_frame(self, message):
-        if self._compressor is None:
-            # the common case first: no permessage-deflate
-            t = type(message)
-            if t is str:
-                return self._builder.text(message)
-            if t is bytes:
-                return self._builder.binary(message)
-        if type(message) is str:
-            op, data = _OP_TEXT, message
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            op, data = _OP_BINARY, message
-        else:
-            raise TypeError(f"a message is str or bytes-like, not {type(message).__name__}")
-        c = self._compressor
-        if c is not None and len(data) >= c.min_size:
-            if op == _OP_TEXT:
-                data = data.encode("utf-8")
-            return self._builder.frame(op, c.compress(data), True, True)
-        if op == _OP_TEXT:
-            return self._builder.text(data)
-        return self._builder.binary(data)
-
-    async def send(self, message):
-        """Send one message: a ``str`` as text, a bytes-like object as binary.
-
-        Waits while the transport's write buffer is over ``write_limit``.
-
-        Raises:
-            WebSocketClosed: the connection is closing or closed.
-            TypeError: ``message`` is neither str nor bytes-like.
-        """
-        if self._state is not OPEN or self._close_rcvd is not None:
-            raise self._closed_error()
-        self._transport.write(self._data_frame(message))
-        if self._write_paused:
-            await self._drain()
 
     async def send_text(self, text):
         """Send a text message (``str``)."""
@@ -406,27 +268,6 @@ class WebSocketConnection(asyncio.Protocol):
             await w
         if self._state == CLOSED:
             raise self._closed_error()
-
-    def send_nowait(self, message):
-        """Send one message without waiting (for :attr:`on_message` callbacks
-        and other synchronous code): ``str`` as text, bytes-like as binary.
-
-        Returns True when the frame was queued; False when the write buffer
-        would pass ``max_send_buffer``: the connection is then failed with
-        1013, as :meth:`send_frame_nowait` does.
-
-        Raises:
-            WebSocketClosed: the connection is closing or closed.
-        """
-        if self._state is not OPEN or self._close_rcvd is not None:
-            raise self._closed_error()
-        frame = self._data_frame(message)
-        t = self._transport
-        if t.get_write_buffer_size() + len(frame) > self.max_send_buffer:
-            self._fail(1013, "send buffer full")
-            return False
-        t.write(frame)
-        return True
 
     @property
     def on_message(self):
@@ -451,23 +292,6 @@ class WebSocketConnection(asyncio.Protocol):
         if type(message) is str:
             return self._builder.text(message)
         return self._builder.binary(message)
-
-    def send_frame_nowait(self, frame):
-        """Write a frame made by :meth:`prepare` without waiting.
-
-        Returns True when it was queued.  False when the connection is not
-        open, or when the write buffer would pass ``max_send_buffer``: the
-        connection is then failed with close code 1013 (Try Again Later) and
-        the frame dropped, so a slow client cannot hold the others back.
-        """
-        if self._state != OPEN or self._close_rcvd is not None:
-            return False
-        t = self._transport
-        if t.get_write_buffer_size() + len(frame) > self.max_send_buffer:
-            self._fail(1013, "send buffer full")
-            return False
-        t.write(frame)
-        return True
 
     # ---- ping / pong ------------------------------------------------------
 
