@@ -366,7 +366,11 @@ class HttpServer:
 
     _paused = False
 
+    _drained = None         # a Future stop() waits on until no connection is left
+
     def _on_count(self, n):
+        if n == 0 and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
         # Accept backpressure: stop accepting at max_connections (the
         # listening sockets leave the reactor; newcomers wait in the kernel
         # backlog), resume below it through asyncio.Server._start_serving()
@@ -416,8 +420,16 @@ class HttpServer:
                 if not fut.done():
                     ws.abort()
                     fut.cancel()
-        while state.connections and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        if state.connections:
+            # Woken by _on_count() when the last connection goes.
+            self._drained = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained),
+                                       max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._drained = None
         if state.connections:
             state.abort_all()
             await asyncio.sleep(0)
