@@ -62,6 +62,19 @@ def run_with(kind, coro):
         return flowcoro.run(coro)
 
 
+def serve_app(kind, app, client, scheme="ws", grace=2):
+    """Serve HttpServer ``app`` on a free port of 127.0.0.1 on a loop of
+    ``kind``, await ``client("<scheme>://127.0.0.1:<port>")`` (30 s at most),
+    stop the server; returns what the client returned."""
+    async def main():
+        await app.listen("127.0.0.1", 0)
+        try:
+            return await asyncio.wait_for(client(f"{scheme}://127.0.0.1:{app.port}"), 30)
+        finally:
+            await app.stop(grace=grace)
+    return run_with(kind, main())
+
+
 def close_loop(loop):
     """Tear a test's loop down the way asyncio.run does, then close it."""
     if loop.is_closed():

@@ -243,15 +243,9 @@ cdef class WebSocketCore:
         """
         if self._state != OPEN or self._close_rcvd is not None:
             raise self._closed_error()
-        frame = self._data_frame(message)
-        t = self._transport
-        if t.get_write_buffer_size() + len(frame) > self.max_send_buffer:
-            self._fail(1013, "send buffer full")
-            return False
-        t.write(frame)
-        return True
+        return self.send_frame_nowait(self._data_frame(message))
 
-    def send_frame_nowait(self, frame):
+    cpdef send_frame_nowait(self, frame):
         """Write a frame made by :meth:`prepare` without waiting.
 
         Returns True when it was queued.  False when the connection is not

@@ -22,13 +22,7 @@ def kind(request):
 
 
 def run(kind, app, client):
-    async def main():
-        await app.listen("127.0.0.1", 0)
-        try:
-            return await asyncio.wait_for(client(f"ws://127.0.0.1:{app.port}"), 30)
-        finally:
-            await app.stop(grace=2)
-    return helpers.run_with(kind, main())
+    return helpers.serve_app(kind, app, client)
 
 
 def test_handler_waits_at_the_parker_and_is_resumed_inside_data_received(kind):
