@@ -44,6 +44,15 @@ def build_parser():
     serve.add_argument("--root-path", default="", help="ASGI root_path (mount point)")
     serve.add_argument("--max-body", type=int, default=None,
                        help="largest request body in bytes (413 beyond; default: no limit)")
+    serve.add_argument("--ws-max-size", type=int, default=1 << 20,
+                       help="largest WebSocket message in bytes (closed with 1009 beyond; "
+                            "default 1048576)")
+    serve.add_argument("--ws-ping-interval", type=float, default=20.0,
+                       help="seconds between WebSocket keep-alive pings; 0 sends none "
+                            "(default 20)")
+    serve.add_argument("--ws-ping-timeout", type=float, default=20.0,
+                       help="seconds a keep-alive ping waits for its pong before the "
+                            "connection is closed with 1011 (default 20)")
     sub.add_parser("info", help="print the version, the Python and the reactor backends")
     return parser
 
@@ -57,8 +66,11 @@ def _serve(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sys.path.insert(0, os.getcwd())
     app = load_app(args.app)
+    websocket = {"max_message": args.ws_max_size,
+                 "ping_interval": args.ws_ping_interval or None,
+                 "ping_timeout": args.ws_ping_timeout}
     ASGIServer(app, lifespan=args.lifespan, root_path=args.root_path,
-               max_body=args.max_body).run(
+               max_body=args.max_body, websocket=websocket).run(
         args.host, args.port, workers=args.workers)
     return 0
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 
 from flowcoro._core.httpserver import RESPONSE_SENT
-from flowcoro.errors import ASGIError
+from flowcoro.errors import ASGIError, InvalidArgumentError
 from flowcoro.http.server import HttpServer
 
 __all__ = ["ASGIServer", "ASGIError", "load_app"]   # ASGIError lives in flowcoro.errors
@@ -158,7 +158,8 @@ async def _websocket(server, request):
                 request.start_response(101, hs.headers)
                 transport, data = request.detach()
                 ws = WebSocketConnection(transport, "server", subprotocol=hs.subprotocol,
-                                         deflate=hs.deflate, initial_data=data, handshake=hs)
+                                         deflate=hs.deflate, initial_data=data, handshake=hs,
+                                         **server.websocket_options)
                 server._asgi_websockets.add(ws)
             elif kind == "websocket.close":
                 closed = True
@@ -218,6 +219,12 @@ def _content_length(headers):
     return None
 
 
+#: WebSocketConnection settings ASGIServer(websocket=...) passes on.
+_WEBSOCKET_OPTIONS = frozenset({"max_message", "max_frame", "max_queue", "ping_interval",
+                                "ping_timeout", "close_timeout", "write_limit",
+                                "max_send_buffer"})
+
+
 class ASGIServer(HttpServer):
     """An :class:`HttpServer` whose every request goes to an ASGI 3 app.
 
@@ -226,17 +233,28 @@ class ASGIServer(HttpServer):
         lifespan: "auto" (run the lifespan protocol, tolerate apps that do
             not support it), "on" (a failure aborts the start-up) or "off".
         root_path: the ASGI ``root_path`` (mount point behind a proxy).
+        websocket: settings of the ``websocket`` scope's connections, as
+            :class:`~flowcoro.websocket.WebSocketConnection` takes them:
+            ``max_message``, ``max_frame``, ``max_queue``, ``ping_interval``,
+            ``ping_timeout``, ``close_timeout``, ``write_limit``,
+            ``max_send_buffer`` (unset ones keep that class's defaults).
         **settings: HttpServer's limits and timeouts (``max_body`` defaults
             to None here: the app gets the body as a stream, whatever its size).
     """
 
-    def __init__(self, app, *, lifespan="auto", root_path="", **settings):
+    def __init__(self, app, *, lifespan="auto", root_path="", websocket=None, **settings):
         # ASGI apps read request bodies as streams: no body limit unless
         # asked for (uvicorn has none either).
         settings.setdefault("max_body", None)
         super().__init__(**settings)
         if lifespan not in ("auto", "on", "off"):
             raise ValueError("lifespan must be 'auto', 'on' or 'off'")
+        self.websocket_options = dict(websocket or {})
+        unknown = sorted(set(self.websocket_options) - _WEBSOCKET_OPTIONS)
+        if unknown:
+            raise InvalidArgumentError("websocket", websocket,
+                                       f"unknown setting(s) {', '.join(unknown)}; known: "
+                                       f"{', '.join(sorted(_WEBSOCKET_OPTIONS))}")
         self.app = app
         self.root_path = root_path
         self.lifespan = lifespan

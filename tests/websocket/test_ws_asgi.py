@@ -289,3 +289,54 @@ def test_server_stop_closes_open_sessions_with_1001(kind):
     code = helpers.run_with(kind, main())
     assert code == 1001
     assert ("disconnect", 1001) in events
+
+
+def test_websocket_settings_reach_the_scope_connections(kind):
+    """ASGIServer(websocket={...}): a message past max_message fails the
+    connection with 1009 and the app sees websocket.disconnect."""
+    events = []
+
+    async def main():
+        srv = ASGIServer(make_app(events), lifespan="off",
+                         websocket={"max_message": 16, "ping_interval": None})
+        await srv.listen("127.0.0.1", 0)
+        try:
+            async with connect(f"ws://127.0.0.1:{srv.port}/echo", ping_interval=None) as ws:
+                await ws.send("x" * 16)
+                assert await ws.receive() == "x" * 16
+                await ws.send("y" * 17)
+                with pytest.raises(WebSocketClosed) as info:
+                    await ws.receive()
+                assert info.value.code == 1009
+            await wait_for_event(events, lambda e: e[0] == "disconnect")
+        finally:
+            await srv.stop(grace=2)
+
+    helpers.run_with(kind, main())
+    # The server failed the connection itself (close frame 1009, then TCP
+    # closed) without a close frame from the client: 1006 for the app.
+    assert events[-1] == ("disconnect", 1006)
+
+
+def test_unknown_websocket_setting_is_refused_at_construction():
+    from flowcoro.errors import InvalidArgumentError
+    with pytest.raises(InvalidArgumentError, match="max_size"):
+        ASGIServer(make_app([]), websocket={"max_size": 10})
+
+
+def test_serve_command_line_websocket_options(monkeypatch):
+    """``flowcoro serve --ws-max-size/--ws-ping-interval/--ws-ping-timeout``
+    become the server's websocket settings (0 turns pings off)."""
+    import flowcoro.cli
+    import flowcoro.http.asgi as asgi
+    made = {}
+
+    def fake_run(self, host, port, workers=1):
+        made.update(self.websocket_options, host=host, port=port, workers=workers)
+
+    monkeypatch.setattr(asgi.ASGIServer, "run", fake_run)
+    monkeypatch.setattr(asgi, "load_app", lambda spec: make_app([]))
+    assert flowcoro.cli.main(["serve", "x:app", "--port", "9", "--ws-max-size", "64",
+                              "--ws-ping-interval", "0", "--ws-ping-timeout", "5"]) == 0
+    assert made == {"max_message": 64, "ping_interval": None, "ping_timeout": 5.0,
+                    "host": "127.0.0.1", "port": 9, "workers": 1}
