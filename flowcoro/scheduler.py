@@ -320,7 +320,7 @@ else:                                           # pragma: no cover
 class _Worker:
     """One worker thread's state: its deque and its random stream."""
 
-    __slots__ = ("executor", "index", "deque", "rng", "thread", "__weakref__")
+    __slots__ = ("executor", "index", "deque", "rng", "thread", "steals", "__weakref__")
 
     def __init__(self, executor, index):
         self.executor = executor
@@ -328,6 +328,7 @@ class _Worker:
         self.deque = None               # created on the worker thread (its owner)
         self.rng = random.Random(index * 2654435761 + id(self))
         self.thread = None
+        self.steals = 0                 # written by this worker's thread only
 
     def steal(self):
         """Takes the oldest item of another worker's deque, or None."""
@@ -343,6 +344,7 @@ class _Worker:
                 continue
             item = d.steal()
             if item is not None:
+                self.steals += 1
                 return item
         return None
 
@@ -503,6 +505,19 @@ class WorkStealingExecutor(ThreadPoolExecutor):
     def max_workers(self):
         """The most threads this executor starts."""
         return self._max_workers
+
+    def stats(self):
+        """Counters for monitoring, read without stopping the workers (each
+        figure is exact for a moment, not all for the same one):
+
+        * ``workers``: threads started; ``idle``: of them, parked;
+        * ``queued``: calls submitted and not yet started (injection queue,
+          every worker's deque, the overflow list);
+        * ``steals``: calls a worker took from another worker's deque, in total.
+        """
+        queued = len(self._inject) + len(self._overflow) + sum(len(d) for d in self._deques)
+        return {"workers": len(self._threads), "idle": self._idle, "queued": queued,
+                "steals": sum(w.steals for w in list(self._workers))}
 
     def submit(self, fn, /, *args, **kwargs):
         """Schedules fn(*args, **kwargs); returns a concurrent.futures.Future.

@@ -353,6 +353,10 @@ class Connection:
     backend = "?"
     #: True when identifiers are quoted with backquotes (MySQL).
     _quote = '"'
+    #: The methods that run SQL text given as their first argument, each
+    #: statement through exactly one of them (flowcoro.observability's
+    #: instrument_db() wraps these per connection).
+    _sql_methods = ("_query", "_executemany")
 
     def __init__(self):
         self._tx_depth = 0

@@ -67,6 +67,9 @@ class MySQLConnection(Connection):
     ``transaction()`` blocks.
     """
 
+    # fetch*() run rendered SQL through _rows(); the span shows the $n text
+    _sql_methods = ("_query", "_executemany", "fetch", "fetchrow", "fetchval")
+
     backend = "mysql"
     _quote = "`"
 

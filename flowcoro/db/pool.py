@@ -186,8 +186,10 @@ class Pool:
         self._timer = None
         self._drained = None
         #: counters for monitoring: connections opened, dropped as broken,
-        #: retired by age or idleness, acquire timeouts.
-        self.stats = {"opened": 0, "broken": 0, "retired": 0, "timeouts": 0}
+        #: retired by age or idleness, acquire timeouts, acquires that had to
+        #: wait (all connections lent) and the seconds they waited in total.
+        self.stats = {"opened": 0, "broken": 0, "retired": 0, "timeouts": 0,
+                      "waits": 0, "wait_seconds": 0.0}
 
     # -- life cycle ------------------------------------------------------------------
     async def open(self) -> Pool:
@@ -373,9 +375,11 @@ class Pool:
         timer = None
         if timeout is not None:
             timer = loop.call_later(timeout, self._expire, fut, timeout)
+        t0 = loop.time()
         try:
             conn = await fut
         except BaseException:
+            self._waited(t0)
             if timer is not None:
                 timer.cancel()
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -388,7 +392,12 @@ class Pool:
             raise
         if timer is not None:
             timer.cancel()
+        self._waited(t0)
         return conn
+
+    def _waited(self, t0) -> None:
+        self.stats["waits"] += 1
+        self.stats["wait_seconds"] += self._loop.time() - t0
 
     def _expire(self, fut, timeout) -> None:
         if not fut.done():
@@ -499,10 +508,19 @@ class Pool:
                 return w
         return None
 
+    #: DbSpans when flowcoro.observability.instrument_db() traces this pool.
+    _trace = None
+
+    def _connections(self) -> list[Connection]:
+        """Every open connection: idle, lent and being settled."""
+        return list({*self._idle, *self._lent, *self._settling})
+
     async def _open_one(self) -> Connection:
         conn = await self._connect()
         conn._fc_born = conn._fc_used = _now()
         conn._fc_share = 0
+        if self._trace is not None:
+            self._trace.wrap(conn)
         self.stats["opened"] += 1
         return conn
 

@@ -103,6 +103,9 @@ class PostgresConnection(Connection):
     Made by :func:`flowcoro.db.connect` with a ``postgresql://`` URL.
     """
 
+    # every statement goes through _run() but executemany's batches
+    _sql_methods = ("_run", "_executemany")
+
     backend = "postgresql"
 
     def __init__(self, pconn, *, binary: bool = True, statement_cache_size: int = 256):

@@ -55,6 +55,9 @@ class PoolStats:
         discarded: connections closed as broken, expired, unhealthy or discarded.
         acquired: successful acquire() calls so far.
         timeouts: acquire() calls that raised PoolTimeoutError.
+        waits: acquire() calls that had to wait for a connection (all
+            were in use), however they ended.
+        wait_seconds: the time those calls spent waiting, in total.
     """
 
     max_size: int
@@ -66,6 +69,8 @@ class PoolStats:
     discarded: int
     acquired: int
     timeouts: int
+    waits: int = 0
+    wait_seconds: float = 0.0
 
 
 class _Acquire:
@@ -175,6 +180,8 @@ class ConnectionPool:
         self._reaper = None
         self._closing = []
         self._created = self._discarded = self._acquired = self._timeouts = 0
+        self._waits = 0                   # acquire() calls that waited for a connection
+        self._wait_seconds = 0.0          # and how long, in total
 
     def __repr__(self):
         return (f"<ConnectionPool size={self._size}/{self._max_size} idle={len(self._idle)} "
@@ -196,7 +203,7 @@ class ConnectionPool:
             max_size=self._max_size, size=self._size, idle=len(self._idle),
             in_use=len(self._in_use), waiting=sum(1 for f in self._waiters if not f.done()),
             created=self._created, discarded=self._discarded, acquired=self._acquired,
-            timeouts=self._timeouts)
+            timeouts=self._timeouts, waits=self._waits, wait_seconds=self._wait_seconds)
 
     # -- acquire --------------------------------------------------------------
 
@@ -251,6 +258,7 @@ class ConnectionPool:
                 return self._checkout(await self._open_in_slot())
             fut = self._loop.create_future()
             self._waiters.append(fut)
+            t0 = self._loop.time()
             try:
                 got = await fut
             except BaseException:
@@ -259,6 +267,9 @@ class ConnectionPool:
                 elif fut.done() and not fut.cancelled() and fut.exception() is None:
                     self._pass_on(fut.result())    # handed to us as we were cancelled
                 raise
+            finally:
+                self._waits += 1
+                self._wait_seconds += self._loop.time() - t0
             if got is _SLOT:
                 return self._checkout(await self._open_in_slot())
             return self._checkout(got)

@@ -16,11 +16,14 @@ imported on first use: ``import flowcoro.observability`` needs neither.
   request metrics and SERVER spans for HttpServer.
 * :class:`Tracer`, :class:`SpanGuard`, :func:`traced`,
   :func:`traced_request`, :func:`inject_headers`: spans over OpenTelemetry.
+* :func:`instrument_redis`, :func:`instrument_db`: a CLIENT span per Redis
+  command and per SQL statement.
 * :class:`HealthChecker` with :func:`redis_check`, :func:`db_check`:
   ``/healthz`` and ``/readyz``.
 
 Guide: docs/observability.md.
 """
+from flowcoro.observability.clients import instrument_db, instrument_redis
 from flowcoro.observability.health import HealthChecker, db_check, redis_check
 from flowcoro.observability.http_middleware import (HTTP_DURATION, HttpObserver,
                                                     http_metrics_middleware,
@@ -37,5 +40,6 @@ __all__ = [
     "HttpObserver", "instrument", "http_metrics_middleware", "http_tracing_middleware",
     "HTTP_DURATION",
     "Tracer", "SpanGuard", "traced", "traced_request", "inject_headers", "get_tracer",
+    "instrument_redis", "instrument_db",
     "HealthChecker", "redis_check", "db_check",
 ]

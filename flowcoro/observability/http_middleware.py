@@ -170,7 +170,7 @@ class HttpObserver:
         status = 500
         try:
             result = await call_next(request)
-            status = _status_of(result)
+            status = _status_of(result, request)
             return result
         except HttpException as e:
             status = e.status
@@ -218,7 +218,7 @@ class HttpObserver:
         status = 500
         try:
             result = await call_next(request)
-            status = _status_of(result)
+            status = _status_of(result, request)
             return result
         except HttpException as e:
             status = e.status
@@ -243,10 +243,15 @@ class HttpObserver:
 _Response = None
 
 
-def _status_of(result):
+def _status_of(result, request):
     global _Response
     if result is None:
         return 204
+    # RESPONSE_SENT: the handler wrote its own response (start_response;
+    # a WebSocket upgrade is 101)
+    sent = getattr(request, "response_status", 0)
+    if sent:
+        return sent
     if _Response is None:
         from flowcoro.http import Response
         _Response = Response

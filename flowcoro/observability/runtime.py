@@ -69,6 +69,7 @@ class RuntimeMetrics:
         self._servers = {}          # name -> weakref to HttpServer
         self._redis = {}            # name -> weakref to a pool (or client)
         self._db = {}               # name -> weakref to flowcoro.db.Pool
+        self._executors = {}        # name -> weakref to a WorkStealingExecutor
         if registry is None:
             from prometheus_client import REGISTRY
             registry = REGISTRY
@@ -129,6 +130,14 @@ class RuntimeMetrics:
         ``max_size`` and its ``stats`` counters)."""
         self._db[name] = weakref.ref(pool)
         return pool
+
+    def add_executor(self, executor, name="executor"):
+        """Report a :class:`flowcoro.scheduler.WorkStealingExecutor`
+        (anything with its ``stats()``): workers, idle workers, queued
+        calls, steals.  The loop's default executor is reported as
+        ``default`` without this, once it is a WorkStealingExecutor."""
+        self._executors[name] = weakref.ref(executor)
+        return executor
 
     # -- collection -----------------------------------------------------------------
     def describe(self):
@@ -191,6 +200,30 @@ class RuntimeMetrics:
             yield from self._collect_redis(p, GaugeMetricFamily, CounterMetricFamily)
         if self._db:
             yield from self._collect_db(p, GaugeMetricFamily, CounterMetricFamily)
+        executors = {n: r() for n, r in list(self._executors.items())}
+        default = getattr(loop, "_default_executor", None) if loop is not None else None
+        if default is not None and hasattr(default, "stats") and "default" not in executors:
+            executors["default"] = default
+        executors = {n: e for n, e in executors.items() if e is not None}
+        if executors:
+            yield from self._collect_executors(p, executors, GaugeMetricFamily,
+                                               CounterMetricFamily)
+
+    def _collect_executors(self, p, executors, Gauge, Counter):
+        gauges = {k: Gauge(f"{p}_executor_{k}", doc, labels=["executor"]) for k, doc in (
+            ("workers", "Worker threads started"),
+            ("idle_workers", "Worker threads parked"),
+            ("queued", "Calls submitted and not started"))}
+        steals = Counter(f"{p}_executor_steals", "Calls taken from another worker's deque",
+                         labels=["executor"])
+        for name, ex in executors.items():
+            s = ex.stats()
+            gauges["workers"].add_metric([name], s["workers"])
+            gauges["idle_workers"].add_metric([name], s["idle"])
+            gauges["queued"].add_metric([name], s["queued"])
+            steals.add_metric([name], s["steals"])
+        yield from gauges.values()
+        yield steals
 
     def _collect_redis(self, p, Gauge, Counter):
         conns = Gauge(f"{p}_redis_pool_connections", "Redis pool connections by state",
@@ -202,7 +235,9 @@ class RuntimeMetrics:
             ("created", "Redis connections opened"),
             ("discarded", "Redis connections closed as broken, expired or unhealthy"),
             ("acquired", "Redis pool acquire() calls that got a connection"),
-            ("timeouts", "Redis pool acquire() calls that timed out"))}
+            ("timeouts", "Redis pool acquire() calls that timed out"),
+            ("waits", "Redis pool acquire() calls that waited for a connection"),
+            ("wait_seconds", "Seconds Redis pool acquire() calls spent waiting"))}
         for name, ref in list(self._redis.items()):
             pool = ref()
             if pool is None:
@@ -227,7 +262,9 @@ class RuntimeMetrics:
             ("opened", "Database connections opened"),
             ("broken", "Database connections dropped as broken"),
             ("retired", "Database connections retired by age or idleness"),
-            ("timeouts", "Database pool acquire() calls that timed out"))}
+            ("timeouts", "Database pool acquire() calls that timed out"),
+            ("waits", "Database pool acquire() calls that waited for a connection"),
+            ("wait_seconds", "Seconds database pool acquire() calls spent waiting"))}
         for name, ref in list(self._db.items()):
             pool = ref()
             if pool is None:

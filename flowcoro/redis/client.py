@@ -118,6 +118,9 @@ class Redis(Commands):
         return f"<flowcoro.redis.Redis {p.address()} db={p.db}>"
 
     # -- the hot path ---------------------------------------------------------------
+    # (flowcoro.observability.instrument_redis() wraps _cmd and _blocking per
+    # instance and sets _trace; an untraced client pays nothing for it)
+    _trace = None
 
     async def _cmd(self, args: tuple, parse: Callable | None = None) -> Any:
         conn = self._pool._shared

@@ -170,6 +170,13 @@ class Pipeline(Commands):
         transaction = self.transaction or self._explicit_multi
         if not stack and not self._watching:
             return []
+        trace = self._client._trace
+        if trace is not None:
+            with trace.pipeline(len(stack), transaction):
+                return await self._execute(stack, transaction, raise_on_error)
+        return await self._execute(stack, transaction, raise_on_error)
+
+    async def _execute(self, stack, transaction, raise_on_error):
         try:
             if self._conn is not None:
                 conn = self._conn

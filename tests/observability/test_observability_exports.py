@@ -8,7 +8,7 @@ import flowcoro.observability as obs
 EXPECTED = {
     "Metrics", "MetricsCollector", "metrics_handler", "DEFAULT_BUCKETS", "RuntimeMetrics",
     "HttpObserver", "instrument", "http_metrics_middleware", "http_tracing_middleware",
-    "HTTP_DURATION", "Tracer", "SpanGuard", "traced", "traced_request", "inject_headers",
+    "HTTP_DURATION", "Tracer", "SpanGuard", "traced", "traced_request", "inject_headers", "instrument_redis", "instrument_db",
     "get_tracer", "HealthChecker", "redis_check", "db_check",
 }
 

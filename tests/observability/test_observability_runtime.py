@@ -7,6 +7,8 @@ import weakref
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+
+import flowcoro
 from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
@@ -302,3 +304,67 @@ def test_instrument_survives_a_restart(loop):
                 await app.stop(grace=1)
     run(loop, main())
     assert m.snapshot()[HTTP_DURATION]["series"][0]["count"] == 2
+
+
+def test_pool_wait_times_and_executor_stats(loop, redis_url):
+    """Pools count the acquires that waited and for how long; the loop's
+    default WorkStealingExecutor (and any added one) reports workers,
+    queued calls and steals."""
+    import threading
+
+    import flowcoro.db as db
+    from flowcoro.redis import Redis
+    from flowcoro.scheduler import WorkStealingExecutor
+    reg = CollectorRegistry()
+    rt = RuntimeMetrics(reg)
+    extra = WorkStealingExecutor(2)
+    rt.add_executor(extra, "extra")
+
+    async def hold(acquire, release, seconds):
+        conn = await acquire()
+        await asyncio.sleep(seconds)
+        release(conn)
+
+    async def main():
+        rt.start()
+        r = Redis.from_url(redis_url, max_connections=2)   # one dedicated, one shared
+        pool = await db.create_pool("sqlite://:memory:", min_size=1, max_size=1)
+        rt.add_redis_pool(r, "cache")
+        rt.add_db_pool(pool, "main")
+        try:
+            rp = r.connection_pool
+            # one holder, one waiter of ~50 ms on each pool
+            await asyncio.gather(hold(rp.acquire, rp.release, 0.05),
+                                 hold(rp.acquire, rp.release, 0))
+            await asyncio.gather(hold(pool.acquire, pool.release, 0.05),
+                                 hold(pool.acquire, pool.release, 0))
+            await asyncio.get_running_loop().run_in_executor(None, sum, [1, 2])
+            gate = threading.Event()
+            futs = [extra.submit(gate.wait, 5) for _ in range(6)]
+            v = values(reg)
+            gate.set()
+            for f in futs:
+                f.result(5)
+            return v, extra.stats()
+        finally:
+            rt.stop()
+            await r.aclose()
+            await pool.close()
+
+    v, after = run(loop, main())
+    extra.shutdown()
+    for family in ("redis_pool", "db_pool"):
+        label = "cache" if family == "redis_pool" else "main"
+        assert v[(f"flowcoro_{family}_waits_total", frozenset({("pool", label)}))] == 1
+        waited = v[(f"flowcoro_{family}_wait_seconds_total", frozenset({("pool", label)}))]
+        assert 0.03 < waited < 2.0
+    ex = frozenset({("executor", "extra")})
+    assert v[("flowcoro_executor_workers", ex)] == 2
+    assert v[("flowcoro_executor_queued", ex)] >= 4         # 6 submitted, at most 2 running
+    assert ("flowcoro_executor_steals_total", ex) in v
+    default = ("flowcoro_executor_workers", frozenset({("executor", "default")}))
+    if isinstance(loop, flowcoro.Loop):         # its default executor is a WorkStealingExecutor
+        assert v[default] >= 1
+    else:                                       # asyncio's ThreadPoolExecutor: no stats
+        assert default not in v
+    assert after["queued"] == 0 and after["workers"] == 2

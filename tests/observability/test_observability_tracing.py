@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from flowcoro.errors import HttpException
 from flowcoro.http import HttpClient, HttpServer, Response
 from flowcoro.observability import (HttpObserver, Metrics, SpanGuard, Tracer, inject_headers,
-                                    instrument, traced, traced_request)
+                                    instrument, instrument_db, instrument_redis, traced,
+                                    traced_request)
 from flowcoro.observability.tracing import _unsampled
 
 from obs_helpers import get, run
@@ -69,13 +70,13 @@ def test_span_tree_over_otlp(loop, redis_url):
         r = Redis.from_url(redis_url)
         conn = await db.connect("sqlite://:memory:")
 
+        instrument_redis(r, tracer_provider=provider)
+        instrument_db(conn, tracer_provider=provider)
+
         @app.route("/orders/{id:int}")
         async def order(request):
-            async with traced("redis SET", kind="client", tracer=tracer,
-                              attributes={"db.system": "redis"}):
-                await r.set(key, "1", ex=30)
-            with traced("db SELECT", kind="client", tracer=tracer,
-                        attributes={"db.system": "sqlite"}) as span:
+            await r.set(key, "1", ex=30)            # a CLIENT span of its own
+            with traced("price", tracer=tracer) as span:
                 v = await conn.fetchval("SELECT $1 + 1", [request.path_params["id"]])
                 span.set_tag("db.rows", 1).log("fetched", value=v)
             return {"v": v}
@@ -99,15 +100,22 @@ def test_span_tree_over_otlp(loop, redis_url):
             provider.shutdown()
     run(loop, main(), timeout=30)
     spans = receiver.spans()
-    assert set(spans) == {"GET /orders/{id:int}", "redis SET", "db SELECT"}
-    server, rs, ds = spans["GET /orders/{id:int}"], spans["redis SET"], spans["db SELECT"]
+    assert set(spans) == {"GET /orders/{id:int}", "SET", "price", "SELECT"}
+    server, rs, price, ds = (spans["GET /orders/{id:int}"], spans["SET"], spans["price"],
+                             spans["SELECT"])
     for sp in spans.values():
         assert sp.trace_id.hex() == TRACE_ID          # the caller's trace continues
     assert server.parent_span_id.hex() == PARENT_ID   # child of the caller's span
     assert rs.parent_span_id == server.span_id
-    assert ds.parent_span_id == server.span_id
-    assert rs.span_id != ds.span_id
-    assert server.kind == server.SPAN_KIND_SERVER and rs.kind == rs.SPAN_KIND_CLIENT
+    assert price.parent_span_id == server.span_id
+    assert ds.parent_span_id == price.span_id
+    assert len({rs.span_id, price.span_id, ds.span_id}) == 3
+    assert server.kind == server.SPAN_KIND_SERVER
+    assert rs.kind == rs.SPAN_KIND_CLIENT and ds.kind == ds.SPAN_KIND_CLIENT
+    rattrs = {a.key: a.value for a in rs.attributes}
+    assert rattrs["db.system"].string_value == "redis"
+    assert rattrs["db.operation.name"].string_value == "SET"
+    assert "server.address" in rattrs and "db.namespace" in rattrs
     attrs = {a.key: a.value for a in server.attributes}
     assert attrs["http.request.method"].string_value == "GET"
     assert attrs["http.route"].string_value == "/orders/{id:int}"
@@ -115,8 +123,11 @@ def test_span_tree_over_otlp(loop, redis_url):
     assert attrs["http.response.status_code"].int_value == 200
     assert server.trace_state == "k=v"
     dattrs = {a.key: a.value for a in ds.attributes}
-    assert dattrs["db.system"].string_value == "sqlite" and dattrs["db.rows"].int_value == 1
-    assert [e.name for e in ds.events] == ["fetched"]
+    assert dattrs["db.system"].string_value == "sqlite"
+    assert dattrs["db.query.text"].string_value == "SELECT $1 + 1"
+    pattrs = {a.key: a.value for a in price.attributes}
+    assert pattrs["db.rows"].int_value == 1
+    assert [e.name for e in price.events] == ["fetched"]
 
 
 def memory_provider(sampler=None):
