@@ -51,7 +51,7 @@ import logging
 from email.utils import formatdate as _formatdate
 from urllib.parse import unquote as _unquote, parse_qsl as _parse_qsl
 
-from flowcoro.errors import HttpException, HttpHeaderError
+from flowcoro.errors import HttpException, HttpHeaderError, InvalidArgumentError
 
 cdef extern from "Python.h":
     object PyContext_CopyCurrent()
@@ -1259,7 +1259,7 @@ cdef class HistCell:
         self.k = len(self.bounds)
         for i in range(1, self.k):
             if not self.bounds[i - 1] < self.bounds[i]:
-                raise ValueError("histogram bounds must be ascending")
+                raise InvalidArgumentError("bounds", bounds, "must be ascending")
         self.b = <double *>malloc((self.k + 1) * sizeof(double))
         self.n = <uint64_t *>malloc((self.k + 1) * sizeof(uint64_t))
         if self.b == NULL or self.n == NULL:

@@ -363,7 +363,7 @@ def test_hist_cell_reads_and_writes_as_the_metrics_list():
         cell[-7] = 1
     with pytest.raises(TypeError):
         cell[0] = (1.0,)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError):
         HistCell([1.0, 1.0])
     assert list(HistCell([])) == [(), 0, 0.0]
 
