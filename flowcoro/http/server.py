@@ -367,6 +367,7 @@ class HttpServer:
     _paused = False
 
     _drained = None         # a Future stop() waits on until no connection is left
+    _stopping = None        # a Future while stop() runs, set when it ends
 
     def _on_count(self, n):
         if n == 0 and self._drained is not None and not self._drained.done():
@@ -400,9 +401,20 @@ class HttpServer:
     async def stop(self, grace=10.0):
         """Graceful stop: stop accepting, finish in-flight requests, close
         idle keep-alive connections, and after ``grace`` seconds cancel what
-        still runs and abort its connections."""
+        still runs and abort its connections.  A stop() called while
+        another runs waits for that one."""
+        while self._stopping is not None:       # another stop() does the work
+            await asyncio.shield(self._stopping)
         if self._state is None:
             return
+        self._stopping = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop(grace)
+        finally:
+            done, self._stopping = self._stopping, None
+            done.set_result(None)
+
+    async def _stop(self, grace):
         state = self._state
         for srv in self._servers:
             srv.close()

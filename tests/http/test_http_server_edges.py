@@ -376,6 +376,38 @@ def test_graceful_stop_finishes_in_flight_and_closes_idle(kind):
     assert refused
 
 
+def test_concurrent_stops_both_return_when_the_last_connection_goes(kind):
+    """Two stop() calls at once (a signal handler and the application, say)
+    both wait for the in-flight request, not for the 60 s grace, and the
+    shutdown hooks run once."""
+    app = HttpServer()
+    shutdowns = []
+
+    @app.on_shutdown
+    async def bye():
+        shutdowns.append(1)
+
+    @app.route("/slow")
+    async def slow(req):
+        await asyncio.sleep(0.2)
+        return "finished"
+
+    async def main():
+        await app.listen("127.0.0.1", 0)
+        r, w = await asyncio.open_connection("127.0.0.1", app.port)
+        w.write(get(b"/slow"))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(asyncio.gather(app.stop(grace=60), app.stop(grace=60)), 10)
+        data = await asyncio.wait_for(r.read(), 2)
+        w.close()
+        return data
+
+    import helpers
+    (h, body), = responses(helpers.run_with(kind, main()))
+    assert body == b"finished"
+    assert shutdowns == [1]
+
+
 def test_grace_period_expiry_cancels_handlers(kind):
     app = HttpServer()
     state = {}
