@@ -946,18 +946,12 @@ cdef class Parker:
         self.yielded = False
         raise StopIteration
 
-    @property
-    def parked(self):
-        """True while a task waits here."""
-        return self.task is not None
-
     def wake(self):
         """Resume the task parked here (no-op when none is)."""
         cdef HandlerTask t = self.task
         if t is None:
             return
-        self.task = None
-        t.parked = None
+        t._unpark()
         if aio_current_task(t.loop) is None:
             t._run(None, True)
         else:
@@ -1025,9 +1019,7 @@ cdef class HandlerTask:
                     else aio_CancelledError(self.cancel_msg)
             self.must_cancel = False
         self.fut_waiter = None
-        if self.parked is not None:     # run for another reason (cancel): unpark
-            self.parked.task = None
-            self.parked = None
+        self._unpark()                  # (run for another reason, e.g. cancel)
         if enter:
             PyContext_Enter(self.context)
         try:
@@ -1066,12 +1058,11 @@ cdef class HandlerTask:
 
     cdef void _suspend(self, object yielded):
         if type(yielded) is Parker:
-            (<Parker>yielded).task = self
-            self.parked = <Parker>yielded
-            if self.must_cancel:        # cancelled during this step
-                self.parked = None
-                (<Parker>yielded).task = None
+            if self.must_cancel:        # cancelled during this step: throw it now
                 self.loop.call_soon(self._step_exc, None, context=self.context)
+            else:
+                (<Parker>yielded).task = self
+                self.parked = <Parker>yielded
             return
         blocking = getattr(yielded, "_asyncio_future_blocking", None)
         if blocking is not None:
@@ -1095,6 +1086,13 @@ cdef class HandlerTask:
         else:
             self.loop.call_soon(self._step_exc, RuntimeError(
                 f"handler yielded an unexpected value: {yielded!r}"), context=self.context)
+
+    cdef inline void _unpark(self) noexcept:
+        """Leave the Parker waited at, if any (Parker.task and parked are
+        set and cleared together)."""
+        if self.parked is not None:
+            self.parked.task = None
+            self.parked = None
 
     def _step_exc(self, exc):
         self._run(exc, False)
@@ -1133,8 +1131,7 @@ cdef class HandlerTask:
         self.must_cancel = True
         self.cancel_msg = msg
         if self.parked is not None:     # nothing else would wake it: step now
-            self.parked.task = None
-            self.parked = None
+            self._unpark()
             self.loop.call_soon(self._step_exc, None, context=self.context)
         return True
 
@@ -1235,7 +1232,7 @@ cdef HandlerTask start_handler(object coro, object loop, HttpConnection conn):
     return t
 
 
-# -- server-wide state shared by the connections -----------------------------
+# -- request observation (ServerState.record) -------------------------------
 @cython.final
 cdef class HistCell:
     """One histogram series kept as C numbers: the HTTP server adds each

@@ -44,11 +44,10 @@ import os
 
 from flowcoro._core.wsconn import CLOSED, CLOSING, OPEN, WebSocketCore
 from flowcoro._core.wsframe import FrameBuilder, FrameParser
-from flowcoro.errors import InvalidArgumentError, InvalidStateError, WebSocketClosed
+from flowcoro.errors import InvalidArgumentError, WebSocketClosed
 from flowcoro.websocket.deflate import Compressor
 
 __all__ = ["WebSocketConnection", "OPEN", "CLOSING", "CLOSED"]
-
 
 
 class WebSocketConnection(WebSocketCore, asyncio.Protocol):
