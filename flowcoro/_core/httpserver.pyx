@@ -603,12 +603,11 @@ cdef class Request:
     cdef bint discard           # handler finished without the body: drop it
     cdef bint started, ended, chunked   # start_response() / end_response() state
     cdef Py_ssize_t remaining           # body bytes still owed (Content-Length), or -1
-    cdef int status_sent                # the status start_response() sent
+    cdef int status_out                 # the status of the head written (_write_head), or 0
     # observation (ServerState.timing / trace_call): set only when enabled
     cdef readonly object route          # the route pattern that matched (None: none)
     cdef RouteObs obs                   # its observation table (None: no route)
     cdef double t0                      # mono() when the handler started
-    cdef int status_out                 # the status of the response written
     cdef bint traceparent               # the request carries a traceparent header
 
     def __dealloc__(self):
@@ -797,7 +796,6 @@ cdef class Request:
             c.close_after = True
         c._write_head(self, resp, -1 if content_length is None else content_length, self.chunked)
         self.started = True
-        self.status_sent = status
         self.remaining = -1 if content_length is None or self.method == "HEAD" \
             or status < 200 or status == 204 or status == 304 else content_length
         c._flush_data()
@@ -897,7 +895,7 @@ cdef class Request:
         connection (it is no longer counted, timed out or closed by it);
         the handler should then return :data:`RESPONSE_SENT`."""
         cdef HttpConnection c = self.conn
-        if not self.started or self.status_sent != 101:
+        if not self.started or self.status_out != 101:
             raise RuntimeError("detach() needs start_response(101, ...) first")
         if c is None or c.closed:
             raise ConnectionResetError("the client closed the connection")
