@@ -245,13 +245,13 @@ _Response = None
 
 def _status_of(result, request):
     global _Response
-    if result is None:
-        return 204
-    # RESPONSE_SENT: the handler wrote its own response (start_response;
-    # a WebSocket upgrade is 101)
-    sent = getattr(request, "response_status", 0)
+    # The handler wrote its own response (start_response; a WebSocket
+    # upgrade is 101): that head's status, whatever it returned.
+    sent = request.response_status
     if sent:
         return sent
+    if result is None:
+        return 204
     if _Response is None:
         from flowcoro.http import Response
         _Response = Response
