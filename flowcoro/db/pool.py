@@ -377,11 +377,8 @@ class Pool:
             timer = loop.call_later(timeout, self._expire, fut, timeout)
         t0 = loop.time()
         try:
-            conn = await fut
+            return await fut
         except BaseException:
-            self._waited(t0)
-            if timer is not None:
-                timer.cancel()
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._hand(fut.result())        # handed over as we gave up: pass it on
             else:
@@ -390,14 +387,11 @@ class Pool:
                 except ValueError:
                     pass
             raise
-        if timer is not None:
-            timer.cancel()
-        self._waited(t0)
-        return conn
-
-    def _waited(self, t0) -> None:
-        self.stats["waits"] += 1
-        self.stats["wait_seconds"] += self._loop.time() - t0
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.stats["waits"] += 1
+            self.stats["wait_seconds"] += loop.time() - t0
 
     def _expire(self, fut, timeout) -> None:
         if not fut.done():

@@ -5,8 +5,9 @@ OpenTelemetry CLIENT span per Redis command (or pipeline) and per SQL
 statement, as a child of the current span (an HTTP request's SERVER span,
 a :func:`~flowcoro.observability.traced` block...).  They follow
 :meth:`Tracer.start_span`'s rule: inside a request the HTTP server chose
-not to trace, no span is made.  Off by default: an uninstrumented client
-pays one attribute test per call.
+not to trace, no span is made.  Off by default: the hooks are wrappers
+set on the instrumented object itself, so an uninstrumented client runs
+its own code unchanged (an explicit pipeline tests one attribute).
 
 Attributes follow OpenTelemetry's database conventions: ``db.system``
 (``redis``, ``postgresql``, ``mysql``, ``sqlite``), ``db.operation.name``

@@ -200,11 +200,10 @@ class RuntimeMetrics:
             yield from self._collect_redis(p, GaugeMetricFamily, CounterMetricFamily)
         if self._db:
             yield from self._collect_db(p, GaugeMetricFamily, CounterMetricFamily)
-        executors = {n: r() for n, r in list(self._executors.items())}
-        default = getattr(loop, "_default_executor", None) if loop is not None else None
-        if default is not None and hasattr(default, "stats") and "default" not in executors:
-            executors["default"] = default
-        executors = {n: e for n, e in executors.items() if e is not None}
+        executors = {n: e for n, r in list(self._executors.items()) if (e := r()) is not None}
+        default = getattr(loop, "_default_executor", None)
+        if hasattr(default, "stats"):
+            executors.setdefault("default", default)
         if executors:
             yield from self._collect_executors(p, executors, GaugeMetricFamily,
                                                CounterMetricFamily)
