@@ -409,7 +409,7 @@ cdef class CoreLoop:
     cdef double last_poll         # fc_monotonic() of the last reactor wait
     # Counters for stats() (metrics read them on scrape).  Loop thread only:
     # plain increments, no atomics.
-    cdef uint64_t stat_iterations, stat_callbacks
+    cdef uint64_t stat_iterations, stat_callbacks, stat_polls
     cdef uint64_t stat_bytes_read, stat_bytes_written
     cdef uint64_t stat_transports, stat_transports_closed
     cdef int skipped_polls        # consecutive iterations that skipped it
@@ -820,6 +820,7 @@ cdef class CoreLoop:
         cdef _FdState st
         cdef TimerHandle t
         cdef object obj
+        cdef bint woken
 
         if self.reactor == NULL:
             raise LoopClosedError('Event loop is closed')
@@ -849,20 +850,27 @@ cdef class CoreLoop:
             n = 0
         else:
             self.skipped_polls = 0
+            self.stat_polls += 1
             with nogil:
                 n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
-            self.last_poll = now
+            # What the poll saw is current as of its return: after a wait
+            # that blocked, that is later than `now`, and the callbacks the
+            # wake-up schedules (future -> task -> write) may skip the next
+            # non-blocking polls, which would only find nothing new.
+            self.last_poll = now if timeout_ms == 0 else fc_monotonic()
             if n < 0:
                 raise _oserror(n)
         # Python-level signal handlers (SIGINT -> KeyboardInterrupt) run here,
         # between iterations, as they would between bytecodes.
         PyErr_CheckSignals()
 
+        woken = False
         for i in range(n):
             fd = self.events[i].fd
             ev = self.events[i].events
             if fd == self.wakeup.rfd:
-                continue        # drained below, together with the hint
+                woken = True    # drained below, together with the hint
+                continue
             obj = self._fds.get(fd)
             if obj is None:
                 continue
@@ -880,7 +888,10 @@ cdef class CoreLoop:
         if n == self.max_events and self.max_events < 4096:
             self._grow_events()
 
-        if fc_wakeup_pending(&self.wakeup) or n:
+        # Read the eventfd only when it fired (a signal() leaves it readable,
+        # level-triggered, until drained) or items wait: an I/O event alone
+        # used to cost a read() that found nothing.
+        if woken or fc_wakeup_pending(&self.wakeup):
             m = fc_wakeup_drain(&self.wakeup, &items)
             for k in range(m):
                 # The reference taken by call_soon_threadsafe moves to ready.
@@ -964,13 +975,16 @@ cdef class CoreLoop:
         """Counters of this loop since it was made, for metrics (cheap to
         read; kept as plain C counters on the loop thread).
 
-        Returns a dict: ``iterations`` (run-loop passes), ``callbacks_run``
+        Returns a dict: ``iterations`` (run-loop passes), ``polls`` (the
+        passes that asked the reactor for I/O events; the others skipped a
+        non-blocking poll, see POLL_SKIP_MAX_S), ``callbacks_run``
         (handles run, cancelled ones included), ``ready`` (handles waiting
         now), ``timers`` (timers in the heap, cancelled ones included),
         ``transports_open`` (FlowCoro socket transports not yet lost),
         ``bytes_read`` / ``bytes_written`` (by those transports)."""
         return {
             "iterations": self.stat_iterations,
+            "polls": self.stat_polls,
             "callbacks_run": self.stat_callbacks,
             "ready": self._nready(),
             "timers": self.timers.len,

@@ -180,6 +180,9 @@ class RuntimeMetrics:
                                         value=s["transports_open"])
                 yield CounterMetricFamily(f"{p}_loop_iterations", "Run-loop iterations",
                                           value=s["iterations"])
+                yield CounterMetricFamily(f"{p}_loop_polls",
+                                          "Run-loop iterations that polled the reactor",
+                                          value=s["polls"])
                 yield CounterMetricFamily(f"{p}_loop_callbacks", "Callbacks run",
                                           value=s["callbacks_run"])
                 yield CounterMetricFamily(f"{p}_loop_read_bytes",

@@ -80,7 +80,8 @@ def test_loop_lag_tasks_and_connections(loop):
     if type(loop).__module__.startswith("flowcoro"):
         assert ("flowcoro_loop_ready_callbacks", frozenset()) in v
         assert ("flowcoro_loop_timers", frozenset()) in v
-        for counter in ("flowcoro_loop_iterations_total", "flowcoro_loop_callbacks_total",
+        for counter in ("flowcoro_loop_iterations_total", "flowcoro_loop_polls_total",
+                        "flowcoro_loop_callbacks_total",
                         "flowcoro_loop_read_bytes_total", "flowcoro_loop_written_bytes_total"):
             assert (counter, frozenset()) in v, counter
         assert v[("flowcoro_loop_iterations_total", frozenset())] > 0
