@@ -46,6 +46,7 @@ from flowcoro._core._c_http cimport *
 import asyncio
 import json as _json
 import os
+import sys
 from collections import deque as _deque
 import logging
 from email.utils import formatdate as _formatdate
@@ -66,6 +67,7 @@ cdef extern from "Python.h":
     ctypedef struct PyObject
 
 from cpython.ref cimport Py_XDECREF
+from cpython.dict cimport PyDict_GetItem
 
 cdef object log = logging.getLogger("flowcoro.http")
 from random import random as _random
@@ -79,10 +81,51 @@ cdef object json_dumps = _json.JSONEncoder(ensure_ascii=False, separators=(",", 
 cdef object json_loads = _json.loads
 cdef object aio_Task = asyncio.Task
 cdef object aio_CancelledError = asyncio.CancelledError
-cdef object aio_current_task = asyncio.current_task
+
+# current_task(loop) without the call: on CPython 3.11-3.13 the C
+# _enter_task/_leave_task keep asyncio.tasks._current_tasks, a dict keyed by
+# loop, and current_task() is a lookup in it.  Where that does not hold
+# (3.14 keeps the current task in thread state), the call is made.
+cdef dict _cur_tasks = None
+if sys.version_info < (3, 14) and type(getattr(asyncio.tasks, "_current_tasks", None)) is dict:
+    _cur_tasks = asyncio.tasks._current_tasks
+
+cdef object aio_current_task(object loop):
+    cdef PyObject *p
+    if _cur_tasks is None:
+        return asyncio.current_task(loop)
+    p = PyDict_GetItem(_cur_tasks, loop)
+    return None if p == NULL else <object>p
 cdef object aio_InvalidStateError = asyncio.InvalidStateError
-cdef object enter_task = asyncio.tasks._enter_task
-cdef object leave_task = asyncio.tasks._leave_task
+cdef object _enter_task = asyncio.tasks._enter_task
+cdef object _leave_task = asyncio.tasks._leave_task
+
+
+cdef int enter_task(object loop, object task) except -1:
+    """asyncio.tasks._enter_task, as a dict store where _cur_tasks is the
+    dict it keeps (same checks, same error)."""
+    if _cur_tasks is None:
+        _enter_task(loop, task)
+        return 0
+    cdef PyObject *p = PyDict_GetItem(_cur_tasks, loop)
+    if p != NULL:
+        raise RuntimeError(f"Cannot enter into task {task!r} while another "
+                           f"task {<object>p!r} is being executed.")
+    _cur_tasks[loop] = task
+    return 0
+
+
+cdef int leave_task(object loop, object task) except -1:
+    """asyncio.tasks._leave_task, likewise."""
+    if _cur_tasks is None:
+        _leave_task(loop, task)
+        return 0
+    cdef PyObject *p = PyDict_GetItem(_cur_tasks, loop)
+    if p != <PyObject *>task:
+        raise RuntimeError(f"Leaving task {task!r} does not match the current "
+                           f"task {None if p == NULL else <object>p!r}.")
+    del _cur_tasks[loop]
+    return 0
 
 # Deadline kinds (HttpConnection.deadline_kind).
 DEF DL_NONE = 0
@@ -926,9 +969,7 @@ cdef class Request:
 @cython.final
 cdef class Parker:
     """A reusable wait point for a coroutine run by a HandlerTask (internal;
-    ``await parker`` anywhere else is an error)."""
-    cdef object task                # the HandlerTask parked here, or None
-    cdef bint yielded
+    ``await parker`` anywhere else is an error).  Fields: httpserver.pxd."""
 
     def __await__(self):
         self.yielded = False
@@ -946,14 +987,18 @@ cdef class Parker:
 
     def wake(self):
         """Resume the task parked here (no-op when none is)."""
+        self.wake_c()
+
+    cdef int wake_c(self) except -1:
         cdef HandlerTask t = self.task
         if t is None:
-            return
+            return 0
         t._unpark()
         if aio_current_task(t.loop) is None:
             t._run(None, True)
         else:
             t.loop.call_soon(t._step_exc, None, context=t.context)
+        return 0
 
 
 # -- HandlerTask ----------------------------------------------------------------

@@ -22,31 +22,73 @@ moved on.
 """
 cimport cython
 
-import asyncio
 
-from flowcoro._core.httpserver import HandlerTask, Parker
+from flowcoro._core.httpserver cimport Parker, aio_current_task
+from flowcoro._core.httpserver import HandlerTask
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+cdef extern from "Python.h":
+    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, void *itemlist) except -1
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport uint8_t
+
+from flowcoro._core.wsframe cimport FrameBuilder, FrameParser
 from flowcoro._core.wsframe import Ping, Pong
 from flowcoro.errors import InvalidStateError, WebSocketClosed, WebSocketProtocolError
 
 OPEN, CLOSING, CLOSED = "OPEN", "CLOSING", "CLOSED"
 
-cdef object _current_task = asyncio.current_task
+
 cdef object _Ping = Ping
 cdef object _Pong = Pong
 cdef object _HandlerTask = HandlerTask
-cdef object _Parker = Parker
+
+
+cdef extern from *:
+    """
+    /* Give a heap subtype the base's am_aiter/am_anext C functions.  Cython
+     * also lists __aiter__/__anext__ in the method table (METH_COEXIST), so
+     * CPython does not see them as slot wrappers when it builds a Python
+     * subclass, and installs the generic slot_am_anext: a type lookup and a
+     * method call per `async for` step. */
+    static void fc_inherit_async_slots(PyObject *sub, PyObject *base) {
+        PyTypeObject *s = (PyTypeObject *)sub, *b = (PyTypeObject *)base;
+        if ((s->tp_flags & Py_TPFLAGS_HEAPTYPE) && s->tp_as_async && b->tp_as_async) {
+            s->tp_as_async->am_aiter = b->tp_as_async->am_aiter;
+            s->tp_as_async->am_anext = b->tp_as_async->am_anext;
+        }
+    }
+    """
+    void fc_inherit_async_slots(object sub, object base)
+
+
+def inherit_async_slots(cls):
+    """Let ``async for`` over instances of ``cls`` (a Python subclass of
+    :class:`WebSocketCore` that overrides neither ``__aiter__`` nor
+    ``__anext__``) call this module's C functions directly.  Called once,
+    after the class statement; a class that overrides either is left as
+    CPython built it."""
+    if not (isinstance(cls, type) and issubclass(cls, WebSocketCore)):
+        raise TypeError("a subclass of WebSocketCore is expected")
+    if (getattr(cls, "__anext__") is WebSocketCore.__dict__["__anext__"] and
+            getattr(cls, "__aiter__") is WebSocketCore.__dict__["__aiter__"]):
+        fc_inherit_async_slots(cls, WebSocketCore)
 
 
 cdef class WebSocketCore:
     """The message path of :class:`flowcoro.websocket.WebSocketConnection`
     (see the module docstring); not used on its own."""
     cdef public object _loop
-    cdef public object _parser          # FrameParser
-    cdef public object _builder         # FrameBuilder
+    cdef public FrameParser _parser
+    cdef public FrameBuilder _builder
     cdef public object _transport
     cdef public object _compressor      # Compressor or None (permessage-deflate)
     cdef public object _on_message      # callback mode: callable(message) or None
-    cdef public object _messages        # collections.deque of unread messages
+    # Unread messages are _mq[_mq_head:]: a list read from a moving head
+    # (appends and pops are C calls; a deque's are method lookups).  Emptied
+    # when drained; compacted when the read part outgrows the rest.
+    cdef list _mq
+    cdef Py_ssize_t _mq_head
     cdef public object _recv_waiter     # Future or _parker while receive() waits
     cdef public object _parker          # made on first use by a HandlerTask reader
     cdef public object _state           # OPEN / CLOSING / CLOSED
@@ -70,7 +112,7 @@ cdef class WebSocketCore:
             InvalidStateError: another ``receive()`` is already waiting.
         """
         while True:
-            if self._messages:
+            if self._mq_head < len(self._mq):
                 return self._pop()
             w = self._arm_receiver()
             try:
@@ -84,7 +126,7 @@ cdef class WebSocketCore:
     async def __anext__(self):
         """The next message (``async for``); stops at a normal close."""
         while True:
-            if self._messages:
+            if self._mq_head < len(self._mq):
                 return self._pop()
             try:
                 w = self._arm_receiver()
@@ -97,9 +139,32 @@ cdef class WebSocketCore:
             finally:
                 self._recv_waiter = None
 
+    def __cinit__(self, *args, **kwargs):
+        self._mq = []
+        self._mq_head = 0
+
+    def _queued(self):
+        """Messages received and not yet read."""
+        return len(self._mq) - self._mq_head
+
+    def _pop_message(self):
+        """The oldest unread message (there must be one)."""
+        return self._pop()
+
     cdef object _pop(self):
-        msg = self._messages.popleft()
-        if self._reading_paused and len(self._messages) <= self._max_queue // 4:
+        cdef list q = self._mq
+        cdef Py_ssize_t h = self._mq_head
+        msg = q[h]
+        q[h] = None
+        h += 1
+        if h == len(q):
+            PyList_SetSlice(q, 0, h, NULL)      # del q[:], without a slice object
+            h = 0
+        elif h >= 64 and h * 2 >= len(q):
+            PyList_SetSlice(q, 0, h, NULL)
+            h = 0
+        self._mq_head = h
+        if self._reading_paused and len(q) - h <= self._max_queue // 4:
             self._reading_paused = False
             if self._state != CLOSED:
                 self._transport.resume_reading()
@@ -114,21 +179,25 @@ cdef class WebSocketCore:
             raise self._closed_error()
         if self._recv_waiter is not None:
             raise InvalidStateError("receive() is already being awaited")
-        if type(_current_task(self._loop)) is _HandlerTask:
+        if type(aio_current_task(self._loop)) is _HandlerTask:
             w = self._parker
             if w is None:
-                w = self._parker = _Parker()
+                w = self._parker = Parker()
         else:
             w = self._loop.create_future()
         self._recv_waiter = w
         return w
 
-    cpdef _wake_receiver(self):
+    def _wake_receiver(self):
+        """Resume a waiting receive() (Python callers: closing, failing)."""
+        self._wake()
+
+    cdef _wake(self):
         w = self._recv_waiter
         if w is None:
             return
-        if type(w) is _Parker:
-            w.wake()
+        if type(w) is Parker:
+            (<Parker>w).wake_c()
         elif not w.done():
             w.set_result(None)
 
@@ -139,7 +208,7 @@ cdef class WebSocketCore:
         if self._error is not None:
             return          # the parser is dead; the connection is being failed
         try:
-            events = self._parser.feed(data)
+            events = self._parser.feed_c(data)
         except WebSocketProtocolError as exc:
             self._error = exc
             # Messages that came before the bad frame are still delivered
@@ -148,20 +217,28 @@ cdef class WebSocketCore:
             # nobody reads (Autobahn's "strict" order).  Set before _handle:
             # a HandlerTask reader may drain the queue inside it.
             self._pending_fail = (exc.close_code, exc.code)
-            self._handle(exc.events)
+            self._handle_c(exc.events)
             if self._pending_fail is None:
                 return          # the reader drained the queue and failed it
-            if self._messages and self._state == OPEN and self._close_rcvd is None:
+            if self._mq_head < len(self._mq) and self._state == OPEN and \
+                    self._close_rcvd is None:
                 self._fail_timer = self._loop.call_later(self.close_timeout or 0,
                                                          self._run_pending_fail)
             else:
                 self._run_pending_fail()
             return
         if events:
-            self._handle(events)
+            self._handle_c(events)
 
-    cpdef _handle(self, list events):
-        msgs = self._messages
+    def _handle(self, list events):
+        """Deliver parsed events (Python callers: on_message's setter)."""
+        self._handle_c(events)
+
+    cdef _handle_c(self, list events):
+        # cdef, not cpdef: a cpdef method called on an instance of the Python
+        # subclass looks itself up on every call to see whether it is
+        # overridden.
+        cdef list msgs = self._mq
         cb = self._on_message
         for ev in events:
             t = type(ev)
@@ -184,23 +261,27 @@ cdef class WebSocketCore:
                 self._on_pong(ev.payload)
             else:
                 self._on_close_frame(ev)
-        if msgs:
-            if len(msgs) >= self._max_queue and not self._reading_paused and \
+        if self._mq_head < len(msgs):
+            if len(msgs) - self._mq_head >= self._max_queue and not self._reading_paused and \
                     self._state != CLOSED:
                 self._reading_paused = True
                 self._transport.pause_reading()
-            self._wake_receiver()       # last: a HandlerTask reader runs inside it
+            self._wake()                # last: a HandlerTask reader runs inside it
 
     # ---- sending ----------------------------------------------------------
 
     cdef object _data_frame(self, message):
+        cdef Py_ssize_t sz
+        cdef const char *s
         t = type(message)
         if self._compressor is None:
             # the common case first: no permessage-deflate
-            if t is str:
-                return self._builder.text(message)
             if t is bytes:
-                return self._builder.binary(message)
+                return self._builder._build(2, <const uint8_t *>PyBytes_AS_STRING(message),
+                                            PyBytes_GET_SIZE(message), True, False)
+            if t is str:
+                s = PyUnicode_AsUTF8AndSize(message, &sz)
+                return self._builder._build(1, <const uint8_t *>s, sz, True, False)
         if t is str:
             text = True
         elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -243,9 +324,9 @@ cdef class WebSocketCore:
         """
         if self._state != OPEN or self._close_rcvd is not None:
             raise self._closed_error()
-        return self.send_frame_nowait(self._data_frame(message))
+        return self._send_frame(self._data_frame(message))
 
-    cpdef send_frame_nowait(self, frame):
+    def send_frame_nowait(self, frame):
         """Write a frame made by :meth:`prepare` without waiting.
 
         Returns True when it was queued.  False when the connection is not
@@ -253,6 +334,9 @@ cdef class WebSocketCore:
         connection is then failed with close code 1013 (Try Again Later) and
         the frame dropped, so a slow client cannot hold the others back.
         """
+        return self._send_frame(frame)
+
+    cdef object _send_frame(self, frame):
         if self._state != OPEN or self._close_rcvd is not None:
             return False
         t = self._transport

@@ -196,19 +196,7 @@ cdef class FrameParser:
             elif type(event) is bytes: ...  # binary message
             elif type(event) is Ping: ...   # answer with a pong
     """
-    cdef fc_ws_parser_t p
-    cdef readonly bint client
-    cdef uint64_t max_message
-    cdef object inflater
-    cdef int wbits
-    cdef bint reset_inflater
-    cdef bint closed_
-    # The bytes object a big binary message is being unmasked into (after a
-    # RESERVE event), handed out as the message itself: no copy.  Private
-    # and with one reference until then, so writing into it is sound.
-    cdef bytes pending
-
-    cdef bint ready
+    # Fields: wsframe.pxd.
 
     def __init__(self, *, bint client, max_message=1 << 20, max_frame=None, deflate=None):
         """Make a parser; the arguments are described on the class."""
@@ -250,6 +238,9 @@ cdef class FrameParser:
 
     def feed(self, data):
         """Parse ``data`` (any bytes-like object); return the completed events."""
+        return self.feed_c(data)
+
+    cdef list feed_c(self, object data):
         cdef Py_buffer view
         cdef list out = []
         if not self.ready:
@@ -350,9 +341,7 @@ cdef class FrameBuilder:
         transport.write(builder.text("hello"))
         transport.write(builder.close(1000, "bye"))
     """
-    cdef readonly bint client
-    cdef bytes keys
-    cdef Py_ssize_t key_pos
+    # Fields: wsframe.pxd.
 
     def __init__(self, *, bint client):
         """Make a builder for the client (masking) or the server side."""

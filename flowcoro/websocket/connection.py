@@ -39,10 +39,9 @@ Rules
   the stdlib loop alike.
 """
 import asyncio
-import collections
 import os
 
-from flowcoro._core.wsconn import CLOSED, CLOSING, OPEN, WebSocketCore
+from flowcoro._core.wsconn import CLOSED, CLOSING, OPEN, WebSocketCore, inherit_async_slots
 from flowcoro._core.wsframe import FrameBuilder, FrameParser
 from flowcoro.errors import InvalidArgumentError, WebSocketClosed
 from flowcoro.websocket.deflate import Compressor
@@ -123,7 +122,6 @@ class WebSocketConnection(WebSocketCore, asyncio.Protocol):
                                    deflate=remote)
         self._builder = FrameBuilder(client=client)
         self._state = OPEN
-        self._messages = collections.deque()
         self._max_queue = max_queue
         self._reading_paused = False
         self._recv_waiter = None         # a Future or self._parker while receive() waits
@@ -277,8 +275,8 @@ class WebSocketConnection(WebSocketCore, asyncio.Protocol):
     def on_message(self, callback):
         self._on_message = callback
         # messages queued before the switch go to the callback first, in order
-        while callback is not None and self._messages and self._on_message is callback:
-            self._handle([self._messages.popleft()])
+        while callback is not None and self._queued() and self._on_message is callback:
+            self._handle([self._pop_message()])
         if callback is not None and self._reading_paused and self._state is not CLOSED:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -457,6 +455,11 @@ class WebSocketConnection(WebSocketCore, asyncio.Protocol):
 
     def __repr__(self):
         return f"<WebSocketConnection {self.role} {self._state} {self.remote_address!r}>"
+
+
+# `async for` calls WebSocketCore's C __anext__ directly, not through a
+# Python-level slot wrapper (see inherit_async_slots).
+inherit_async_slots(WebSocketConnection)
 
 
 def _consume(fut):

@@ -415,7 +415,7 @@ def test_reading_pauses_at_max_queue(loop):
         server, port = await raw_server(flood)
         async with server:
             ws = await connect(f"ws://127.0.0.1:{port}/", max_queue=4, close_timeout=0.1)
-            while len(ws._messages) < 4:
+            while ws._queued() < 4:
                 await asyncio.sleep(0.001)
             assert ws._reading_paused
             got = [await ws.receive() for _ in range(50)]
@@ -426,6 +426,36 @@ def test_reading_pauses_at_max_queue(loop):
             with pytest.raises(InvalidStateError):
                 await ws.receive()
             waiter.cancel()
+            ws.abort()
+            await ws.wait_closed()
+    run(loop, main())
+
+
+def test_queue_keeps_order_across_bursts_and_partial_reads(loop):
+    """The unread-message queue (a list read from a moving head, compacted
+    as it goes) hands out every message once, in order, whether it is read
+    dry, read partly between bursts, or left long."""
+    async def bursts(reader, writer):
+        s = FrameBuilder(client=False)
+        n = 0
+        for size in (1, 300, 7, 1000, 64, 129, 2):
+            writer.write(b"".join(s.text(str(n + i)) for i in range(size)))
+            n += size
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        await reader.read()
+
+    async def main():
+        server, port = await raw_server(bursts)
+        async with server:
+            ws = await connect(f"ws://127.0.0.1:{port}/", max_queue=100000)
+            got = []
+            for take in (1, 150, 3, 400, 1, 900, 48):       # never in step with the bursts
+                for _ in range(take):
+                    got.append(await ws.receive())
+                await asyncio.sleep(0.003)
+            assert got == [str(i) for i in range(1503)]
+            assert ws._queued() == 0
             ws.abort()
             await ws.wait_closed()
     run(loop, main())
@@ -558,7 +588,7 @@ def test_callback_errors_setter_and_send_nowait(loop):
         server, port = await raw_server(talk)
         async with server:
             ws = await connect(f"ws://127.0.0.1:{port}/", close_timeout=0.2)
-            while len(ws._messages) < 2:
+            while ws._queued() < 2:
                 await asyncio.sleep(0.001)
             got = []
 
