@@ -26,6 +26,7 @@ cimport cython
 from flowcoro._core.httpserver cimport Parker, aio_current_task
 from flowcoro._core.httpserver import HandlerTask
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_INCREF
 
 cdef extern from "Python.h":
     int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, void *itemlist) except -1
@@ -73,6 +74,9 @@ def inherit_async_slots(cls):
     if (getattr(cls, "__anext__") is WebSocketCore.__dict__["__anext__"] and
             getattr(cls, "__aiter__") is WebSocketCore.__dict__["__aiter__"]):
         fc_inherit_async_slots(cls, WebSocketCore)
+
+
+cdef class _NextMessage
 
 
 cdef class WebSocketCore:
@@ -123,21 +127,14 @@ cdef class WebSocketCore:
     def __aiter__(self):
         return self
 
-    async def __anext__(self):
-        """The next message (``async for``); stops at a normal close."""
-        while True:
-            if self._mq_head < len(self._mq):
-                return self._pop()
-            try:
-                w = self._arm_receiver()
-            except WebSocketClosed as exc:
-                if exc.ok:
-                    raise StopAsyncIteration from None
-                raise
-            try:
-                await w
-            finally:
-                self._recv_waiter = None
+    def __anext__(self):
+        """The next message (``async for``), as an awaitable; the loop
+        stops at a normal close.  Not a coroutine object: like an async
+        generator's ``__anext__`` it returns a light awaitable (no
+        coroutine per message)."""
+        cdef _NextMessage n = _NextMessage.__new__(_NextMessage)
+        n.ws = self
+        return n
 
     def __cinit__(self, *args, **kwargs):
         self._mq = []
@@ -345,3 +342,122 @@ cdef class WebSocketCore:
             return False
         t.write(frame)
         return True
+
+
+# ---- what `async for` awaits -------------------------------------------------
+
+cdef extern from *:
+    """
+    /* Cython has no spelling for am_send (3.10+): PyIter_Send, which the
+     * 3.11 SEND opcode calls, uses it to return a value without raising
+     * StopIteration.  The Cython function below has the same ABI: it returns
+     * 1 (PYGEN_NEXT: yielded), 0 (PYGEN_RETURN) or -1 (PYGEN_ERROR, with
+     * the exception set and *result NULL). */
+    static void fc_set_am_send(PyObject *type, void *f) {
+        ((PyTypeObject *)type)->tp_as_async->am_send = (sendfunc)f;
+    }
+    """
+    void fc_set_am_send(object type, void *f)
+
+
+@cython.final
+@cython.no_gc           # refers to its connection; nothing refers back to it
+@cython.freelist(8)
+cdef class _NextMessage:
+    """One step of ``async for`` over a connection: the awaitable that
+    ``__anext__`` returns.  Awaiting it yields what ``receive()`` would
+    await (the connection's Parker for a HandlerTask, else a future) until a
+    message is queued, then returns the message.  Invariant, as for
+    receive(): while it is suspended it owns ``ws._recv_waiter`` and clears
+    it when it is resumed, thrown into, closed or freed."""
+    cdef WebSocketCore ws
+    cdef object waiter              # what it is suspended on, or None
+    cdef object out                 # _step's product, taken by the caller
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._step():
+            return self._take()
+        raise StopIteration(self._take())
+
+    def send(self, value):
+        """Resume (the value is ignored, as a future's await ignores it)."""
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        """Stop waiting and raise the exception thrown in (cancellation)."""
+        self._leave()
+        if isinstance(typ, BaseException):
+            exc = typ
+        elif isinstance(val, BaseException):
+            exc = val
+        elif val is None:
+            exc = typ()
+        else:
+            exc = typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        raise exc
+
+    def close(self):
+        """Stop waiting (the awaiting coroutine is being closed)."""
+        self._leave()
+
+    def __dealloc__(self):
+        if self.waiter is not None and self.ws is not None and \
+                self.ws._recv_waiter is self.waiter:
+            self.ws._recv_waiter = None
+
+    cdef inline object _take(self):
+        o = self.out
+        self.out = None
+        return o
+
+    cdef inline void _leave(self) noexcept:
+        if self.waiter is not None:
+            if self.ws._recv_waiter is self.waiter:
+                self.ws._recv_waiter = None
+            self.waiter = None
+
+    cdef int _step(self) except -1:
+        """Set self.out; return 1 if it is to be yielded (a wait), 0 if it
+        is the message (done)."""
+        cdef WebSocketCore ws = self.ws
+        w = self.waiter
+        if w is not None:
+            self._leave()
+            if type(w) is not Parker:
+                w.result()          # a cancelled or failed future raises here
+        while True:
+            if ws._mq_head < len(ws._mq):
+                self.out = ws._pop()
+                return 0
+            try:
+                w = ws._arm_receiver()
+            except WebSocketClosed as exc:
+                if exc.ok:
+                    raise StopAsyncIteration from None
+                raise
+            if type(w) is not Parker:
+                w._asyncio_future_blocking = True       # what Future.__await__ does
+            self.waiter = w
+            self.out = w
+            return 1
+
+
+cdef int _next_am_send(PyObject *it, PyObject *arg, PyObject **result) except -1:
+    result[0] = NULL
+    cdef _NextMessage n = <_NextMessage>it
+    cdef int r = n._step()
+    o = n._take()
+    Py_INCREF(o)
+    result[0] = <PyObject *>o
+    return r
+
+
+fc_set_am_send(_NextMessage, <void *>_next_am_send)

@@ -177,3 +177,78 @@ def test_protocol_error_after_messages_is_answered_in_order(kind):
         w.close()
 
     run(kind, app, client)
+
+
+def test_async_for_steps_time_out_cancel_and_close_cleanly(kind):
+    """`async for` awaits a light awaitable per step (not a coroutine): on
+    the server it waits at the Parker, in asyncio.wait_for (a wrapping
+    Task) and on the client it waits on a future.  A step that times out,
+    is cancelled or is closed unfinished leaves no waiter behind."""
+    app = HttpServer()
+    out = []
+
+    @app.websocket("/")
+    async def handler(ws):
+        it = aiter(ws)
+        try:
+            async with asyncio.timeout(0.05):
+                await anext(it)                 # parked, then thrown into
+        except TimeoutError:
+            out.append("timeout")
+        assert ws._recv_waiter is None
+        step = anext(it).__await__()        # (the client sends nothing for 0.2 s)
+        assert type(step.send(None)) is Parker              # suspended ...
+        step.close()                                        # ... and abandoned
+        assert ws._recv_waiter is None
+        out.append(await asyncio.wait_for(anext(it), 5))    # a future, in a Task
+        async for m in ws:
+            out.append(m)
+            if m == "three":
+                break
+        await ws.send("done")
+
+    got = []
+
+    async def client(base):
+        async with connect(base + "/") as ws:
+            await asyncio.sleep(0.2)
+            for m in ("one", "two", "three"):
+                await ws.send(m)
+            step = asyncio.ensure_future(anext(aiter(ws)))
+            await asyncio.sleep(0)
+            assert ws._recv_waiter is not None
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+            assert ws._recv_waiter is None
+            async for m in ws:
+                got.append(m)
+                break
+
+    run(kind, app, client)
+    assert out == ["timeout", "one", "two", "three"]
+    assert got == ["done"]
+
+
+def test_async_for_ends_at_a_normal_close_and_raises_on_an_abnormal_one(kind):
+    app = HttpServer()
+    out = []
+
+    @app.websocket("/")
+    async def handler(ws):
+        async for m in ws:
+            out.append(m)
+        out.append("end")
+
+    async def client(base):
+        async with connect(base + "/") as ws:
+            await ws.send("a")
+        async with connect(base + "/") as ws:
+            ws.transport.write(b"\x89\x81\x00\x00\x00\x00x")     # ping, masked: fine
+            ws.transport.write(b"\x83\x80\x00\x00\x00\x00")      # reserved opcode 3
+            with pytest.raises(WebSocketClosed):
+                async for m in ws:
+                    pass
+
+    run(kind, app, client)
+    assert out[:2] == ["a", "end"]
