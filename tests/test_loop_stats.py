@@ -36,7 +36,7 @@ def test_stats_count_iterations_callbacks_bytes_and_transports(kind):
         return before, during, after
 
     before, during, after = helpers.run_with(kind, main())
-    assert set(after) == {"iterations", "polls", "callbacks_run", "ready", "timers", "transports_open",
+    assert set(after) == {"iterations", "polls", "busy_poll_hits", "callbacks_run", "ready", "timers", "transports_open",
                           "bytes_read", "bytes_written"}
     assert after["iterations"] > before["iterations"]
     assert 0 < after["polls"] - before["polls"] <= after["iterations"] - before["iterations"]

@@ -11,6 +11,8 @@ subject once, in a rotated order, each client in a fresh subprocess:
   redis-benchmark -c 50 -P 16           ... pipelined
   redis-benchmark -c 1 (GET)            the C ceiling for sequential calls
   flowcoro on the flowcoro loop         our client
+  ... with busy_poll_us=100             the same, the loop polling 100 us
+                                        before it sleeps (opt-in latency knob)
   flowcoro on uvloop                    our client on uvloop (if installed)
   redis-py on uvloop / asyncio          the anchor (hiredis parser)
 
@@ -108,9 +110,14 @@ async def worker_main(client, port, scale):
 
 
 def run_worker(a):
-    if a.loop == "flowcoro":
+    if a.loop.startswith("flowcoro"):
         import flowcoro
-        factory = flowcoro.new_event_loop
+        busy = float(a.loop.partition(":")[2] or 0)    # flowcoro:100 = busy_poll_us 100
+
+        def factory():
+            loop = flowcoro.new_event_loop()
+            loop.busy_poll_us = busy
+            return loop
     elif a.loop == "uvloop":
         import uvloop
         factory = uvloop.new_event_loop
@@ -193,7 +200,8 @@ def main():
                 time.sleep(0.05)
     subjects = [("redis-benchmark c50", None, None), ("redis-benchmark c50 P16", None, None),
                 ("redis-benchmark c1", None, None),
-                ("flowcoro / flowcoro loop", "flowcoro", "flowcoro")]
+                ("flowcoro / flowcoro loop", "flowcoro", "flowcoro"),
+                ("flowcoro / flowcoro loop, busy_poll_us=100", "flowcoro", "flowcoro:100")]
     try:
         import uvloop  # noqa: F401
         subjects += [("flowcoro / uvloop", "flowcoro", "uvloop"), ("redis-py / uvloop", "redis-py", "uvloop")]
@@ -252,6 +260,12 @@ def main():
     print(f"* {ours} conc50 vs redis-benchmark -c 50: {med(ours, 'conc50') / cb:.2f}x")
     c1 = med("redis-benchmark c1", "seq_get")
     print(f"* {ours} seq_get vs redis-benchmark -c 1 GET: {med(ours, 'seq_get') / c1:.2f}x")
+    busy = "flowcoro / flowcoro loop, busy_poll_us=100"
+    if med("redis-py / uvloop", "seq_get"):
+        print(f"* {busy} vs redis-py / uvloop: seq_get "
+              f"{med(busy, 'seq_get') / med('redis-py / uvloop', 'seq_get'):.2f}x, "
+              f"client CPU per GET {med(busy, 'seq_get_cpu'):.1f} vs {med(ours, 'seq_get_cpu'):.1f} us "
+              f"without")
 
 
 if __name__ == "__main__":

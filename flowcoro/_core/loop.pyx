@@ -67,7 +67,7 @@ cdef class CoreLoop
 
 import os
 import sys
-from flowcoro.errors import BackendError, LoopClosedError
+from flowcoro.errors import BackendError, InvalidArgumentError, LoopClosedError
 import threading
 import logging
 import selectors as _selectors
@@ -127,6 +127,18 @@ DEF PRIO_CRITICAL = 3
 # ready), a stop() request and pending timers never skip.
 DEF POLL_SKIP_MAX_S = 0.00005
 DEF POLL_SKIP_MAX_ITERS = 32
+# Busy polling (opt-in, see CoreLoop.busy_poll_us): at most 10 ms.
+DEF MAX_BUSY_POLL_US = 10000
+
+
+cdef double _busy_poll_seconds(object us) except -1:
+    """Validate a busy-poll window in microseconds; return it in seconds."""
+    if isinstance(us, bool):
+        raise TypeError("a number is expected")
+    cdef double v = float(us)
+    if not (0 <= v <= MAX_BUSY_POLL_US):        # also NaN
+        raise ValueError("out of range")
+    return v / 1e6
 # Ready-ring size kept after a burst drains (slots of 8 bytes: 512 KiB).
 DEF READY_KEEP_SLOTS = 65536
 # recv(2) size for stream transports (asyncio's max_size): one buffer per loop.
@@ -413,6 +425,8 @@ cdef class CoreLoop:
     cdef uint64_t stat_bytes_read, stat_bytes_written
     cdef uint64_t stat_transports, stat_transports_closed
     cdef int skipped_polls        # consecutive iterations that skipped it
+    cdef double busy_poll         # seconds to poll without sleeping before a blocking wait
+    cdef uint64_t stat_spin_hits  # blocking waits that the busy poll made unnecessary
 
     cdef public bint _closed
     cdef public bint _stopping
@@ -439,6 +453,13 @@ cdef class CoreLoop:
                 f"FLOWCORO_BACKEND={name.decode()!r}: no such backend here "
                 f"(available: {fc_reactor_available().decode()})")
         self.backend = self.ops.name.decode()
+        env = os.environ.get("FLOWCORO_BUSY_POLL_US", "")
+        if env:
+            try:
+                self.busy_poll = _busy_poll_seconds(float(env))
+            except ValueError:
+                raise InvalidArgumentError("FLOWCORO_BUSY_POLL_US", env,
+                                           f"a number of microseconds, 0..{MAX_BUSY_POLL_US}") from None
         rc = self.ops.create(&self.reactor)
         if rc != FC_OK:
             self.reactor = NULL
@@ -852,7 +873,14 @@ cdef class CoreLoop:
             self.skipped_polls = 0
             self.stat_polls += 1
             with nogil:
-                n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
+                if timeout_ms != 0 and self.busy_poll > 0:
+                    n = self._spin(now, timeout_ms)
+                    if n == 0:
+                        n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
+                    elif n > 0:
+                        self.stat_spin_hits += 1
+                else:
+                    n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
             # What the poll saw is current as of its return: after a wait
             # that blocked, that is later than `now`, and the callbacks the
             # wake-up schedules (future -> task -> write) may skip the next
@@ -927,6 +955,27 @@ cdef class CoreLoop:
         fc_ring_shrink(&self.ready, READY_KEEP_SLOTS)
         return 0
 
+    cdef int _spin(self, double now, int timeout_ms) noexcept nogil:
+        """Poll without blocking for up to busy_poll seconds (less when a
+        timer is due sooner); return the first non-zero result, or 0.
+
+        Why: on a virtual machine a thread that sleeps in epoll_wait and is
+        woken by a reply tens of microseconds later pays for its vCPU going
+        idle and being woken by an interrupt through the hypervisor; a
+        request/reply round trip on loopback (one Redis GET) is then mostly
+        that.  Polling through the gap trades CPU for latency.  The GIL is
+        released here, so other threads run meanwhile; a call_soon_threadsafe
+        or a signal's wake-up byte is seen at once (the wake-up fd is
+        polled too)."""
+        cdef double deadline = now + self.busy_poll
+        cdef int n
+        if timeout_ms > 0 and now + timeout_ms / 1000.0 < deadline:
+            deadline = now + timeout_ms / 1000.0
+        while True:
+            n = self.ops.wait(self.reactor, self.events, self.max_events, 0)
+            if n != 0 or fc_monotonic() >= deadline:
+                return n
+
     cdef int _grow_events(self) except -1:
         cdef int m = self.max_events * 2
         cdef void *nb = PyMem_Realloc_(self.events, m * sizeof(fc_event_t))
@@ -971,13 +1020,33 @@ cdef class CoreLoop:
                         (<Handle>obj)._drop()
         return 0
 
+    @property
+    def busy_poll_us(self):
+        """Microseconds the loop polls for I/O without sleeping before it
+        blocks (0, the default: it blocks at once).  Settable; also set at
+        creation from ``FLOWCORO_BUSY_POLL_US``.  A latency knob: it cuts a
+        request/reply round trip (a sequential Redis GET, a database point
+        query) when the reply comes within the window, at the price of up to
+        that much CPU each time the loop goes idle.  See docs/api/loop.md."""
+        return self.busy_poll * 1e6
+
+    @busy_poll_us.setter
+    def busy_poll_us(self, value):
+        try:
+            self.busy_poll = _busy_poll_seconds(value)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError("busy_poll_us", value,
+                                       f"a number of microseconds, 0..{MAX_BUSY_POLL_US}") from None
+
     def stats(self):
         """Counters of this loop since it was made, for metrics (cheap to
         read; kept as plain C counters on the loop thread).
 
         Returns a dict: ``iterations`` (run-loop passes), ``polls`` (the
         passes that asked the reactor for I/O events; the others skipped a
-        non-blocking poll, see POLL_SKIP_MAX_S), ``callbacks_run``
+        non-blocking poll, see POLL_SKIP_MAX_S), ``busy_poll_hits`` (waits
+        that busy polling ended with events, so the loop never slept; see
+        ``busy_poll_us``), ``callbacks_run``
         (handles run, cancelled ones included), ``ready`` (handles waiting
         now), ``timers`` (timers in the heap, cancelled ones included),
         ``transports_open`` (FlowCoro socket transports not yet lost),
@@ -985,6 +1054,7 @@ cdef class CoreLoop:
         return {
             "iterations": self.stat_iterations,
             "polls": self.stat_polls,
+            "busy_poll_hits": self.stat_spin_hits,
             "callbacks_run": self.stat_callbacks,
             "ready": self._nready(),
             "timers": self.timers.len,

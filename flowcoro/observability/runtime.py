@@ -183,6 +183,9 @@ class RuntimeMetrics:
                 yield CounterMetricFamily(f"{p}_loop_polls",
                                           "Run-loop iterations that polled the reactor",
                                           value=s["polls"])
+                yield CounterMetricFamily(f"{p}_loop_busy_poll_hits",
+                                          "Waits that busy polling ended without sleeping",
+                                          value=s["busy_poll_hits"])
                 yield CounterMetricFamily(f"{p}_loop_callbacks", "Callbacks run",
                                           value=s["callbacks_run"])
                 yield CounterMetricFamily(f"{p}_loop_read_bytes",

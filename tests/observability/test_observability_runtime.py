@@ -81,6 +81,7 @@ def test_loop_lag_tasks_and_connections(loop):
         assert ("flowcoro_loop_ready_callbacks", frozenset()) in v
         assert ("flowcoro_loop_timers", frozenset()) in v
         for counter in ("flowcoro_loop_iterations_total", "flowcoro_loop_polls_total",
+                        "flowcoro_loop_busy_poll_hits_total",
                         "flowcoro_loop_callbacks_total",
                         "flowcoro_loop_read_bytes_total", "flowcoro_loop_written_bytes_total"):
             assert (counter, frozenset()) in v, counter
