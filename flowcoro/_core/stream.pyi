@@ -2,16 +2,18 @@
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Generator
+from typing import Any, Generator, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 DEFAULT_LIMIT: int
 DEFAULT_HIGH_WATER: int
 
+@final
 class _Ready:
     def __await__(self) -> Generator[Any, None, None]: ...
 
+@disjoint_base
 class StreamProtocol:
     """asyncio protocol with a C receive buffer; the engine of Stream."""
 
@@ -42,6 +44,7 @@ class StreamProtocol:
     @property
     def transport(self) -> asyncio.Transport | None: ...
 
+@disjoint_base
 class Stream:
     """A connected byte stream (TCP or Unix socket) with a coroutine API."""
 
