@@ -1,6 +1,7 @@
 """FlowCoro's Redis client side by side with redis-py (and redis-benchmark), one run.
 
     .venv/bin/python bench/redis/redis_bench.py [--rounds 3] [--scale 1] [--port P]
+            [--only seq_get,conc50,pipe100]
 
 Starts a private redis-server (no persistence) on a free port unless --port
 is given; pins it to CPU 0 and the clients to CPU 1 when the machine has two
@@ -88,7 +89,7 @@ async def w_pipe(r, n, depth=100):
     return batches * depth, dt, cpu
 
 
-async def worker_main(client, port, scale):
+async def worker_main(client, port, scale, only):
     s = scale
     if client == "flowcoro":
         from flowcoro.redis import Redis
@@ -99,9 +100,12 @@ async def worker_main(client, port, scale):
         many = aredis.Redis(port=port, max_connections=50)
     out = []
     try:
-        out.append(("seq_get",) + await w_seq(one, int(30_000 * s)))
-        out.append(("conc50",) + await w_conc(many, int(150_000 * s)))
-        out.append(("pipe100",) + await w_pipe(one, int(500_000 * s)))
+        if "seq_get" in only:
+            out.append(("seq_get",) + await w_seq(one, int(30_000 * s)))
+        if "conc50" in only:
+            out.append(("conc50",) + await w_conc(many, int(150_000 * s)))
+        if "pipe100" in only:
+            out.append(("pipe100",) + await w_pipe(one, int(500_000 * s)))
     finally:
         await one.aclose()
         if many is not one:
@@ -124,7 +128,7 @@ def run_worker(a):
     else:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        res = runner.run(worker_main(a.worker, a.port, a.scale))
+        res = runner.run(worker_main(a.worker, a.port, a.scale, a.only.split(",")))
     for name, count, dt, cpu in res:
         print(f"{name}\t{count / dt:.0f}", flush=True)
         print(f"{name}_cpu\t{cpu / count * 1e6:.2f}", flush=True)
@@ -159,9 +163,9 @@ def redis_benchmark(port, pipeline, clients=50):
     return {"conc50": (vals["SET"] + vals["GET"]) / 2}
 
 
-def client_run(port, client, loop, scale):
+def client_run(port, client, loop, scale, only):
     cmd = pin(1) + [sys.executable, os.path.abspath(__file__), "--worker", client, "--loop", loop,
-                    "--port", str(port), "--scale", str(scale)]
+                    "--port", str(port), "--scale", str(scale), "--only", only]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return {k: float(v) for k, v in (line.split("\t") for line in out.splitlines() if "\t" in line)}
 
@@ -179,6 +183,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--only", default="seq_get,conc50,pipe100",
+                   help="workloads to run (comma-separated); redis-benchmark rows run as needed")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--worker", default=None)
     p.add_argument("--loop", default="asyncio")
@@ -215,10 +221,12 @@ def main():
             order = subjects[rnd % len(subjects):] + subjects[:rnd % len(subjects)]
             for name, client, loop in order:
                 if client is None:
+                    if ("seq_get" if name.endswith("c1") else "conc50") not in a.only:
+                        continue
                     res = redis_benchmark(port, 16 if "P16" in name else 1,
                                           1 if name.endswith("c1") else 50)
                 else:
-                    res = client_run(port, client, loop, a.scale)
+                    res = client_run(port, client, loop, a.scale, a.only)
                 for k, v in res.items():
                     results[name].setdefault(k, []).append(v)
                 print(f"round {rnd + 1}: {name}: " + ", ".join(f"{k} {v:,.1f}" for k, v in res.items()),
@@ -250,20 +258,19 @@ def main():
         v = results.get(name, {}).get(k)
         return statistics.median(v) if v else None
     ours = "flowcoro / flowcoro loop"
+    busy = "flowcoro / flowcoro loop, busy_poll_us=100"
+
+    def ratio(a_, b_, k):
+        x, y = med(a_, k), med(b_, k)
+        return f"{x / y:.2f}x" if x and y else "-"
     print()
     for ref in ("redis-py / uvloop", "redis-py / asyncio"):
-        if med(ref, "conc50"):
-            print(f"* {ours} vs {ref}: seq_get {med(ours, 'seq_get') / med(ref, 'seq_get'):.2f}x, "
-                  f"conc50 {med(ours, 'conc50') / med(ref, 'conc50'):.2f}x, "
-                  f"pipe100 {med(ours, 'pipe100') / med(ref, 'pipe100'):.2f}x")
-    cb = med("redis-benchmark c50", "conc50")
-    print(f"* {ours} conc50 vs redis-benchmark -c 50: {med(ours, 'conc50') / cb:.2f}x")
-    c1 = med("redis-benchmark c1", "seq_get")
-    print(f"* {ours} seq_get vs redis-benchmark -c 1 GET: {med(ours, 'seq_get') / c1:.2f}x")
-    busy = "flowcoro / flowcoro loop, busy_poll_us=100"
-    if med("redis-py / uvloop", "seq_get"):
-        print(f"* {busy} vs redis-py / uvloop: seq_get "
-              f"{med(busy, 'seq_get') / med('redis-py / uvloop', 'seq_get'):.2f}x, "
+        print(f"* {ours} vs {ref}: seq_get {ratio(ours, ref, 'seq_get')}, "
+              f"conc50 {ratio(ours, ref, 'conc50')}, pipe100 {ratio(ours, ref, 'pipe100')}")
+    print(f"* {ours} conc50 vs redis-benchmark -c 50: {ratio(ours, 'redis-benchmark c50', 'conc50')}")
+    print(f"* {ours} seq_get vs redis-benchmark -c 1 GET: {ratio(ours, 'redis-benchmark c1', 'seq_get')}")
+    if med(busy, "seq_get"):
+        print(f"* {busy} vs redis-py / uvloop: seq_get {ratio(busy, 'redis-py / uvloop', 'seq_get')}, "
               f"client CPU per GET {med(busy, 'seq_get_cpu'):.1f} vs {med(ours, 'seq_get_cpu'):.1f} us "
               f"without")
 

@@ -14,6 +14,8 @@ machine's load hit all of them alike):
                ``send`` loop per connection, FlowCoro loop;
 * flowcoro-cb: the same server, a route in callback mode
                (``ws.on_message = ws.send_nowait``, then ``wait_closed()``);
+* flowcoro-busy: the ``async for`` route on a loop with ``busy_poll_us=50``
+               (opt-in; with ``--servers``);
 * picows:      picows's ``ws_create_server`` with a WSListener that echoes
                each frame from ``on_ws_frame`` (its default transport:
                aiofastnet when installed), on uvloop;
@@ -63,6 +65,7 @@ async def echo_cb(ws):
     await ws.wait_closed()
 
 async def main():
+    asyncio.get_running_loop().busy_poll_us = {busy}
     await app.listen("127.0.0.1", {port})
     await asyncio.Event().wait()
 flowcoro.run(main())
@@ -106,8 +109,9 @@ uvloop.run(main())
 """
 
 SERVERS = {  # name: (code, path)
-    "flowcoro": (FLOWCORO, "/"),
-    "flowcoro-cb": (FLOWCORO, "/cb"),
+    "flowcoro": (FLOWCORO.replace("{busy}", "0"), "/"),
+    "flowcoro-cb": (FLOWCORO.replace("{busy}", "0"), "/cb"),
+    "flowcoro-busy": (FLOWCORO.replace("{busy}", "50"), "/"),
     "picows": (PICOWS.replace("{afn}", ""), "/"),
     "picows-uvloop": (PICOWS.replace("{afn}", ", use_aiofastnet=False"), "/"),
     "websockets": (WEBSOCKETS, "/"),
