@@ -31,6 +31,22 @@ import weakref
 __all__ = ["RuntimeMetrics"]
 
 
+# loop.stats() key -> exported family (FlowCoro's loop only); "gauge" or
+# "counter" (prometheus_client is imported only when collecting).
+_LOOP_STATS = (
+    ("gauge", "ready", "ready_callbacks", "Callbacks in the ready queue (FlowCoro loop)"),
+    ("gauge", "timers", "timers", "Timers scheduled (FlowCoro loop)"),
+    ("gauge", "transports_open", "transports_open", "Socket transports open (FlowCoro loop)"),
+    ("counter", "iterations", "iterations", "Run-loop iterations"),
+    ("counter", "polls", "polls", "Run-loop iterations that polled the reactor"),
+    ("counter", "busy_poll_hits", "busy_poll_hits",
+     "Waits that busy polling ended without sleeping"),
+    ("counter", "callbacks_run", "callbacks", "Callbacks run"),
+    ("counter", "bytes_read", "read_bytes", "Bytes read by socket transports"),
+    ("counter", "bytes_written", "written_bytes", "Bytes written by socket transports"),
+)
+
+
 class RuntimeMetrics:
     """Collector of FlowCoro's runtime metrics (see the module doc).
 
@@ -170,30 +186,9 @@ class RuntimeMetrics:
             if stats is not None:
                 # FlowCoro's loop keeps these as C counters; read them here.
                 s = stats()
-                yield GaugeMetricFamily(f"{p}_loop_ready_callbacks",
-                                        "Callbacks in the ready queue (FlowCoro loop)",
-                                        value=s["ready"])
-                yield GaugeMetricFamily(f"{p}_loop_timers", "Timers scheduled (FlowCoro loop)",
-                                        value=s["timers"])
-                yield GaugeMetricFamily(f"{p}_loop_transports_open",
-                                        "Socket transports open (FlowCoro loop)",
-                                        value=s["transports_open"])
-                yield CounterMetricFamily(f"{p}_loop_iterations", "Run-loop iterations",
-                                          value=s["iterations"])
-                yield CounterMetricFamily(f"{p}_loop_polls",
-                                          "Run-loop iterations that polled the reactor",
-                                          value=s["polls"])
-                yield CounterMetricFamily(f"{p}_loop_busy_poll_hits",
-                                          "Waits that busy polling ended without sleeping",
-                                          value=s["busy_poll_hits"])
-                yield CounterMetricFamily(f"{p}_loop_callbacks", "Callbacks run",
-                                          value=s["callbacks_run"])
-                yield CounterMetricFamily(f"{p}_loop_read_bytes",
-                                          "Bytes read by socket transports",
-                                          value=s["bytes_read"])
-                yield CounterMetricFamily(f"{p}_loop_written_bytes",
-                                          "Bytes written by socket transports",
-                                          value=s["bytes_written"])
+                for kind, key, name, doc in _LOOP_STATS:
+                    family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+                    yield family(f"{p}_loop_{name}", doc, value=s[key])
         if self._servers:
             conns = GaugeMetricFamily(f"{p}_http_connections",
                                       "Open connections of an HttpServer", labels=["server"])
