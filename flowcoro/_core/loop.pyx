@@ -129,20 +129,24 @@ DEF POLL_SKIP_MAX_S = 0.00005
 DEF POLL_SKIP_MAX_ITERS = 32
 # Busy polling (opt-in, see CoreLoop.busy_poll_us): at most 10 ms.
 DEF MAX_BUSY_POLL_US = 10000
-
-
-cdef double _busy_poll_seconds(object us) except -1:
-    """Validate a busy-poll window in microseconds; return it in seconds."""
-    if isinstance(us, bool):
-        raise TypeError("a number is expected")
-    cdef double v = float(us)
-    if not (0 <= v <= MAX_BUSY_POLL_US):        # also NaN
-        raise ValueError("out of range")
-    return v / 1e6
 # Ready-ring size kept after a burst drains (slots of 8 bytes: 512 KiB).
 DEF READY_KEEP_SLOTS = 65536
 # recv(2) size for stream transports (asyncio's max_size): one buffer per loop.
 DEF READ_BUF_SIZE = 262144
+
+
+cdef double _busy_poll_seconds(object us, str name) except -1:
+    """A busy-poll window in microseconds (``name`` says where it came
+    from, for the error), validated; returned in seconds."""
+    cdef double v = -1                              # (refused below)
+    if not isinstance(us, bool):
+        try:
+            v = float(us)
+        except (TypeError, ValueError):
+            pass
+    if not (0 <= v <= MAX_BUSY_POLL_US):        # also NaN
+        raise InvalidArgumentError(name, us, f"a number of microseconds, 0..{MAX_BUSY_POLL_US}")
+    return v / 1e6
 
 
 cdef object _oserror(int status):
@@ -426,7 +430,7 @@ cdef class CoreLoop:
     cdef uint64_t stat_transports, stat_transports_closed
     cdef int skipped_polls        # consecutive iterations that skipped it
     cdef double busy_poll         # seconds to poll without sleeping before a blocking wait
-    cdef uint64_t stat_spin_hits  # blocking waits that the busy poll made unnecessary
+    cdef uint64_t stat_busy_poll_hits   # blocking waits that busy polling made unnecessary
 
     cdef public bint _closed
     cdef public bint _stopping
@@ -455,11 +459,7 @@ cdef class CoreLoop:
         self.backend = self.ops.name.decode()
         env = os.environ.get("FLOWCORO_BUSY_POLL_US", "")
         if env:
-            try:
-                self.busy_poll = _busy_poll_seconds(float(env))
-            except ValueError:
-                raise InvalidArgumentError("FLOWCORO_BUSY_POLL_US", env,
-                                           f"a number of microseconds, 0..{MAX_BUSY_POLL_US}") from None
+            self.busy_poll = _busy_poll_seconds(env, "FLOWCORO_BUSY_POLL_US")
         rc = self.ops.create(&self.reactor)
         if rc != FC_OK:
             self.reactor = NULL
@@ -873,13 +873,12 @@ cdef class CoreLoop:
             self.skipped_polls = 0
             self.stat_polls += 1
             with nogil:
+                n = 0
                 if timeout_ms != 0 and self.busy_poll > 0:
                     n = self._spin(now, timeout_ms)
-                    if n == 0:
-                        n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
-                    elif n > 0:
-                        self.stat_spin_hits += 1
-                else:
+                    if n > 0:
+                        self.stat_busy_poll_hits += 1
+                if n == 0:
                     n = self.ops.wait(self.reactor, self.events, self.max_events, timeout_ms)
             # What the poll saw is current as of its return: after a wait
             # that blocked, that is later than `now`, and the callbacks the
@@ -1032,11 +1031,7 @@ cdef class CoreLoop:
 
     @busy_poll_us.setter
     def busy_poll_us(self, value):
-        try:
-            self.busy_poll = _busy_poll_seconds(value)
-        except (TypeError, ValueError):
-            raise InvalidArgumentError("busy_poll_us", value,
-                                       f"a number of microseconds, 0..{MAX_BUSY_POLL_US}") from None
+        self.busy_poll = _busy_poll_seconds(value, "busy_poll_us")
 
     def stats(self):
         """Counters of this loop since it was made, for metrics (cheap to
@@ -1054,7 +1049,7 @@ cdef class CoreLoop:
         return {
             "iterations": self.stat_iterations,
             "polls": self.stat_polls,
-            "busy_poll_hits": self.stat_spin_hits,
+            "busy_poll_hits": self.stat_busy_poll_hits,
             "callbacks_run": self.stat_callbacks,
             "ready": self._nready(),
             "timers": self.timers.len,

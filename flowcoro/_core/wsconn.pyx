@@ -21,24 +21,23 @@ that receive (its ``finally``), so a wake never reaches a task that has
 moved on.
 """
 cimport cython
-
-
-from flowcoro._core.httpserver cimport Parker, aio_current_task
-from flowcoro._core.httpserver import HandlerTask
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF
-
-cdef extern from "Python.h":
-    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, void *itemlist) except -1
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint8_t
 
+from flowcoro._core._c_ws cimport FC_WS_OP_BINARY, FC_WS_OP_TEXT
+from flowcoro._core.httpserver cimport Parker, aio_current_task
 from flowcoro._core.wsframe cimport FrameBuilder, FrameParser
+
+from flowcoro._core.httpserver import HandlerTask
 from flowcoro._core.wsframe import Ping, Pong
 from flowcoro.errors import InvalidStateError, WebSocketClosed, WebSocketProtocolError
 
-OPEN, CLOSING, CLOSED = "OPEN", "CLOSING", "CLOSED"
+cdef extern from "Python.h":
+    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, void *itemlist) except -1
 
+OPEN, CLOSING, CLOSED = "OPEN", "CLOSING", "CLOSED"
 
 cdef object _Ping = Ping
 cdef object _Pong = Pong
@@ -116,7 +115,7 @@ cdef class WebSocketCore:
             InvalidStateError: another ``receive()`` is already waiting.
         """
         while True:
-            if self._mq_head < len(self._mq):
+            if self._nqueued():
                 return self._pop()
             w = self._arm_receiver()
             try:
@@ -142,6 +141,9 @@ cdef class WebSocketCore:
 
     def _queued(self):
         """Messages received and not yet read."""
+        return self._nqueued()
+
+    cdef inline Py_ssize_t _nqueued(self):
         return len(self._mq) - self._mq_head
 
     def _pop_message(self):
@@ -154,14 +156,11 @@ cdef class WebSocketCore:
         msg = q[h]
         q[h] = None
         h += 1
-        if h == len(q):
-            PyList_SetSlice(q, 0, h, NULL)      # del q[:], without a slice object
-            h = 0
-        elif h >= 64 and h * 2 >= len(q):
-            PyList_SetSlice(q, 0, h, NULL)
+        if h == len(q) or (h >= 64 and h * 2 >= len(q)):    # drained, or mostly read
+            PyList_SetSlice(q, 0, h, NULL)      # del q[:h], without a slice object
             h = 0
         self._mq_head = h
-        if self._reading_paused and len(q) - h <= self._max_queue // 4:
+        if self._reading_paused and self._nqueued() <= self._max_queue // 4:
             self._reading_paused = False
             if self._state != CLOSED:
                 self._transport.resume_reading()
@@ -217,8 +216,7 @@ cdef class WebSocketCore:
             self._handle_c(exc.events)
             if self._pending_fail is None:
                 return          # the reader drained the queue and failed it
-            if self._mq_head < len(self._mq) and self._state == OPEN and \
-                    self._close_rcvd is None:
+            if self._nqueued() and self._state == OPEN and self._close_rcvd is None:
                 self._fail_timer = self._loop.call_later(self.close_timeout or 0,
                                                          self._run_pending_fail)
             else:
@@ -258,8 +256,8 @@ cdef class WebSocketCore:
                 self._on_pong(ev.payload)
             else:
                 self._on_close_frame(ev)
-        if self._mq_head < len(msgs):
-            if len(msgs) - self._mq_head >= self._max_queue and not self._reading_paused and \
+        if self._nqueued():
+            if self._nqueued() >= self._max_queue and not self._reading_paused and \
                     self._state != CLOSED:
                 self._reading_paused = True
                 self._transport.pause_reading()
@@ -274,11 +272,12 @@ cdef class WebSocketCore:
         if self._compressor is None:
             # the common case first: no permessage-deflate
             if t is bytes:
-                return self._builder._build(2, <const uint8_t *>PyBytes_AS_STRING(message),
+                return self._builder._build(FC_WS_OP_BINARY,
+                                            <const uint8_t *>PyBytes_AS_STRING(message),
                                             PyBytes_GET_SIZE(message), True, False)
             if t is str:
                 s = PyUnicode_AsUTF8AndSize(message, &sz)
-                return self._builder._build(1, <const uint8_t *>s, sz, True, False)
+                return self._builder._build(FC_WS_OP_TEXT, <const uint8_t *>s, sz, True, False)
         if t is str:
             text = True
         elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -409,9 +408,8 @@ cdef class _NextMessage:
         self._leave()
 
     def __dealloc__(self):
-        if self.waiter is not None and self.ws is not None and \
-                self.ws._recv_waiter is self.waiter:
-            self.ws._recv_waiter = None
+        if self.ws is not None:
+            self._leave()
 
     cdef inline object _take(self):
         o = self.out
@@ -434,7 +432,7 @@ cdef class _NextMessage:
             if type(w) is not Parker:
                 w.result()          # a cancelled or failed future raises here
         while True:
-            if ws._mq_head < len(ws._mq):
+            if ws._nqueued():
                 self.out = ws._pop()
                 return 0
             try:
