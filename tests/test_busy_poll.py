@@ -96,14 +96,19 @@ def test_timers_and_threadsafe_calls_are_not_delayed_by_the_window():
     async def main():
         loop = asyncio.get_running_loop()
         loop.busy_poll_us = 10000                   # the largest window
-        t0 = loop.time()
-        await asyncio.sleep(0.001)
-        timer = loop.time() - t0
-        fut = loop.create_future()
-        t0 = time.monotonic()
-        threading.Timer(0.001, loop.call_soon_threadsafe, (fut.set_result, None)).start()
-        await fut
-        threadsafe = time.monotonic() - t0
+        timer = threadsafe = 1.0
+        # The best of a few tries: on a busy machine one thread hand-off can
+        # take milliseconds by itself, while a loop that spun through its
+        # window would be late by ~10 ms on every try.
+        for _ in range(5):
+            t0 = loop.time()
+            await asyncio.sleep(0.001)
+            timer = min(timer, loop.time() - t0)
+            fut = loop.create_future()
+            t0 = time.monotonic()
+            threading.Timer(0.001, loop.call_soon_threadsafe, (fut.set_result, None)).start()
+            await fut
+            threadsafe = min(threadsafe, time.monotonic() - t0)
         return timer, threadsafe
 
     timer, threadsafe = helpers.run_with("epoll", main())
