@@ -527,6 +527,46 @@ def test_writelines_applies_flow_control(loop):
     run(loop, main())
 
 
+def test_writelines_of_bytes_partly_taken_keeps_order(loop, family, tmp_path):
+    # A tuple of bytes with nothing queued leaves in one writev(2) (FlowCoro:
+    # no joined copy); what the kernel does not take is queued in order.
+    async def main():
+        p = await connect_pair(loop, family, server_kw={"pause_on_made": True},
+                               tmp_path=tmp_path)
+        p.ctr.set_write_buffer_limits(high=1 << 30)
+        parts = (b"<head>", bytes(range(256)) * 4000, b"-", b"tail" * (BIG // 4))
+        p.ctr.writelines(parts)
+        assert p.ctr.get_write_buffer_size() > 0          # the peer is not reading
+        p.ctr.writelines((b"|after",))                    # queued behind the rest
+        p.str.resume_reading()
+        expected = b"".join(parts) + b"|after"
+        await p.srv.until_bytes(len(expected), timeout=20)
+        assert p.srv.data == expected
+        assert p.ctr.get_write_buffer_size() == 0
+        await p.aclose()
+
+    run(loop, main())
+
+
+def test_writelines_to_a_reset_peer_is_a_connection_error(loop):
+    async def main():
+        p = await connect_pair(loop)
+        sock = p.str.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        p.str.abort()                                     # RST
+        await asyncio.sleep(0.05)
+        for _ in range(200):
+            if p.cli.lost.done():
+                break
+            p.ctr.writelines((b"x" * 10, b"y" * 10))
+            await asyncio.sleep(0.002)
+        exc = await asyncio.wait_for(p.cli.lost, 10)
+        assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), repr(exc)
+        await p.aclose()
+
+    run(loop, main())
+
+
 def test_connect_accepted_socket(loop):
     async def main():
         a, b = socket.socketpair()

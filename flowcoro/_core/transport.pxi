@@ -81,7 +81,11 @@ cdef class SocketTransport:
     cdef public Py_ssize_t _low_water
     cdef public object _empty_waiter
     cdef bint _buffered
+    # The protocol's bound methods, looked up once per set_protocol():
+    # data_received, or get_buffer and buffer_updated for a BufferedProtocol.
     cdef object _data_received
+    cdef object _get_buffer
+    cdef object _buffer_updated
     cdef object _read_ready_m
     cdef object _write_ready_m
     cdef list _wbuf
@@ -184,7 +188,13 @@ cdef class SocketTransport:
         """Switch the protocol that receives data and events."""
         self._protocol = protocol
         self._buffered = isinstance(protocol, aio_BufferedProtocol)
-        self._data_received = None if self._buffered else protocol.data_received
+        if self._buffered:
+            self._data_received = None
+            self._get_buffer = protocol.get_buffer
+            self._buffer_updated = protocol.buffer_updated
+        else:
+            self._data_received = protocol.data_received
+            self._get_buffer = self._buffer_updated = None
         self._protocol_connected = True
 
     def get_protocol(self):
@@ -247,7 +257,7 @@ cdef class SocketTransport:
         cdef ssize_t n
         cdef int e
         try:
-            buf = self._protocol.get_buffer(-1)
+            buf = self._get_buffer(-1)
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
         except (SystemExit, KeyboardInterrupt):
             raise
@@ -272,7 +282,7 @@ cdef class SocketTransport:
             return
         self._core.stat_bytes_read += <uint64_t>n
         try:
-            self._protocol.buffer_updated(n)
+            self._buffer_updated(n)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -414,13 +424,15 @@ cdef class SocketTransport:
             raise RuntimeError('Cannot call writelines() after write_eof()')
         if self._empty_waiter is not None:
             raise RuntimeError('unable to writelines; sendfile is in progress')
-        chunks = list(list_of_data)
+        chunks = list_of_data if type(list_of_data) is tuple else list(list_of_data)
         for d in chunks:
             if not isinstance(d, (bytes, bytearray, memoryview)):
                 raise TypeError(f'data argument must be a bytes-like object, '
                                 f'not {type(d).__name__!r}')
         if self._conn_lost:
             self._count_lost_write()
+            return
+        if self._wsize == 0 and self._send_now(chunks):
             return
         was_empty = self._wsize == 0
         for d in chunks:
@@ -438,6 +450,51 @@ cdef class SocketTransport:
             if self._wsize:
                 self._core._add_io(self._sock_fd, self._write_ready_m, (), True)
         self._maybe_pause_protocol()
+
+    cdef bint _send_now(self, chunks) except -1:
+        """writev(2) a few ``bytes`` chunks at once while nothing is queued
+        (a header and a payload, say: no joined copy).  True when they all
+        left or the connection failed; False leaves them all to the queue."""
+        cdef iovec iov[IOV_BATCH]
+        cdef Py_ssize_t i, cnt = len(chunks), total = 0, left
+        cdef ssize_t n
+        cdef int e
+        if cnt > IOV_BATCH:
+            return False
+        for i in range(cnt):
+            d = chunks[i]
+            if type(d) is not bytes:
+                return False
+            iov[i].iov_base = PyBytes_AS_STRING(d)
+            iov[i].iov_len = <size_t>PyBytes_GET_SIZE(d)
+            total += PyBytes_GET_SIZE(d)
+        n = writev(self._sock_fd, iov, <int>cnt)
+        if n < 0:
+            e = errno
+            if not _would_block(e):
+                self._fatal_error(OSError(e, os.strerror(e)), 'Fatal write error on socket transport')
+                return True
+            return False
+        self._core.stat_bytes_written += <uint64_t>n
+        if n == total:
+            return True
+        # Partial: queue what the kernel did not take, in order.  The queue
+        # was empty (so _woff is 0): the first chunk's sent part is skipped
+        # through _woff, not sliced off (no copy).
+        for i in range(cnt):
+            d = chunks[i]
+            left = PyBytes_GET_SIZE(d)
+            if n >= left:
+                n -= left
+                continue
+            if not self._wbuf:
+                self._woff = n
+            self._wbuf.append(d)
+            self._wsize += left - n
+            n = 0
+        self._core._add_io(self._sock_fd, self._write_ready_m, (), True)
+        self._maybe_pause_protocol()
+        return True
 
     cdef int _flush(self) except -2:
         """writev(2) the queue until empty or EAGAIN.  -1: fatal error reported."""
@@ -561,7 +618,7 @@ cdef class SocketTransport:
             self._sock.close()
             self._sock = None
             self._protocol = None
-            self._data_received = None
+            self._data_received = self._get_buffer = self._buffer_updated = None
             self._loop = None
             server = self._server
             if server is not None:

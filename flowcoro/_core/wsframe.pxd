@@ -1,5 +1,5 @@
 # The framing classes that wsconn (the per-message path) calls without going
-# through Python: FrameParser.feed_c and FrameBuilder._build.
+# through Python: FrameParser.feed_c/feed_mem and FrameBuilder._build/_header.
 cimport cython
 from libc.stdint cimport uint8_t, uint64_t
 from flowcoro._core._c_ws cimport fc_ws_parser_t
@@ -20,6 +20,7 @@ cdef class FrameParser:
     cdef bytes pending
     cdef bint ready
     cdef list feed_c(self, object data)
+    cdef list feed_mem(self, const uint8_t *buf, size_t n)
     cdef int _feed(self, const uint8_t *buf, size_t n, list out) except -1
     cdef object _inflate(self, const uint8_t *data, size_t n, bint text, list events)
 
@@ -31,3 +32,4 @@ cdef class FrameBuilder:
     cdef Py_ssize_t key_pos
     cdef const uint8_t *_next_key(self)
     cdef bytes _build(self, int opcode, const uint8_t *payload, size_t n, bint fin, bint rsv1)
+    cdef bytes _header(self, int opcode, size_t n)

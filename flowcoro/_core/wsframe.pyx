@@ -242,17 +242,22 @@ cdef class FrameParser:
 
     cdef list feed_c(self, object data):
         cdef Py_buffer view
+        if type(data) is bytes:
+            return self.feed_mem(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self.feed_mem(<const uint8_t *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef list feed_mem(self, const uint8_t *buf, size_t n):
+        # Nothing here keeps a pointer into buf after returning: a partial
+        # frame is copied into the parser's own buffer (or a RESERVE'd
+        # message), so the caller may reuse buf at once.
         cdef list out = []
         if not self.ready:
             raise InvalidStateError("parser not initialised (call __init__)")
-        if type(data) is bytes:
-            self._feed(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
-            return out
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            self._feed(<const uint8_t *>view.buf, view.len, out)
-        finally:
-            PyBuffer_Release(&view)
+        self._feed(buf, n, out)
         return out
 
     cdef int _feed(self, const uint8_t *buf, size_t n, list out) except -1:
@@ -369,6 +374,14 @@ cdef class FrameBuilder:
         elif n:
             memcpy(o + hl, payload, n)
         return out
+
+    cdef bytes _header(self, int opcode, size_t n):
+        # The header alone of an unmasked (server) final frame of n payload
+        # bytes: the payload then goes out as a second buffer, not copied.
+        cdef uint8_t h[14]
+        cdef size_t hl = fc_ws_header_size(n, False)
+        fc_ws_write_header(h, True, False, opcode, n, NULL)
+        return PyBytes_FromStringAndSize(<const char *>h, hl)
 
     def frame(self, int opcode, data, bint fin=True, bint rsv1=False):
         """One frame: ``opcode`` (OP_*), payload ``data`` (bytes-like; a

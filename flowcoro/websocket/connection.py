@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 The connection is the transport's protocol (``transport.set_protocol``
 after the opening handshake, on either side).  Bytes go through the C
-framing core (:class:`~flowcoro.websocket.FrameParser`); completed messages
+framing core (:class:`~flowcoro.websocket.FrameParser`), read by
+transports that support it straight from a per-thread buffer
+(asyncio.BufferedProtocol: no ``bytes`` per read); completed messages
 are queued for :meth:`receive`; pings are answered at once; pongs resolve
 the futures :meth:`ping` returned.  Sending builds one frame (one ``bytes``)
-and writes it.
+and writes it; a big binary payload follows its header as a second buffer
+(``writelines``), not copied into the frame.
 
 States: OPEN -> CLOSING (we sent a close frame) -> CLOSED (the TCP
 connection is gone).  ``_close_rcvd`` records the peer's close frame; after
@@ -49,7 +52,7 @@ from flowcoro.websocket.deflate import Compressor
 __all__ = ["WebSocketConnection", "OPEN", "CLOSING", "CLOSED"]
 
 
-class WebSocketConnection(WebSocketCore, asyncio.Protocol):
+class WebSocketConnection(WebSocketCore, asyncio.BufferedProtocol):
     """An open WebSocket connection (client or server side).
 
     Made by :func:`flowcoro.websocket.connect` on the client and by the

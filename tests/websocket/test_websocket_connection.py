@@ -7,6 +7,7 @@ import base64
 import hashlib
 import ssl
 import struct
+import threading
 
 import pytest
 
@@ -627,4 +628,108 @@ def test_callback_errors_setter_and_send_nowait(loop):
             assert info.value.sent_code == 1013
             await ws.wait_closed()
             done.set()
+    run(loop, main())
+
+
+# ---- big messages: read from the shared buffer, written as header + payload ----
+
+UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_server_big_messages_arrive_whole_both_clients(loop):
+    # From 8 KiB up, a server's binary message leaves as its header and the
+    # payload itself (writelines); both clients must read the same frames.
+    async def handler(ws):
+        async for m in ws:
+            if m == "nowait":
+                assert ws.send_nowait(b"n" * 70_000) is True
+            else:
+                await ws.send(m)
+
+    async def main():
+        server, port, conns = await ws_echo_server.serve(handler, max_message=None)
+        try:
+            msgs = [b"a" * 8191, b"b" * 8192, bytes(range(256)) * 64, b"c" * 300_000,
+                    "t" * 20_000, b"d" * 65535, b"e" * 65536]
+            async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+                for m in msgs:
+                    await ws.send(m)
+                    assert await ws.receive() == m
+                await ws.send("nowait")
+                assert await ws.receive() == b"n" * 70_000
+            async with w_connect(f"ws://127.0.0.1:{port}/", max_size=None,
+                                 compression=None) as c:
+                for m in msgs:
+                    await c.send(m)
+                    assert await c.recv() == m
+        finally:
+            server.close()
+    run(loop, main())
+
+
+def test_server_send_nowait_of_big_messages_is_bounded(loop):
+    async def main():
+        result = loop.create_future()
+
+        async def flood(ws):
+            sent = 0
+            while ws.send_nowait(b"z" * 32768):
+                sent += 1
+                assert sent < 4000
+            result.set_result((sent, ws.open))
+            await ws.wait_closed()
+
+        server, port, conns = await ws_echo_server.serve(flood, max_send_buffer=128 * 1024,
+                                                         close_timeout=0.05)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(UPGRADE)           # then reads nothing
+            sent, still_open = await asyncio.wait_for(result, 10)
+            assert sent >= 1 and not still_open
+            writer.transport.abort()
+        finally:
+            server.close()
+    run(loop, main())
+
+
+def test_buffered_protocol_reads(loop):
+    # The transport reads into get_buffer()'s buffer: one per thread, shared
+    # by the connections (each read is parsed in full before the next).
+    async def main():
+        server, port, conns = await ws_echo_server.serve(ws_echo_server.echo)
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/") as a, \
+                    connect(f"ws://127.0.0.1:{port}/") as b:
+                assert isinstance(a, asyncio.BufferedProtocol)
+                ba, bb = a.get_buffer(-1), b.get_buffer(-1)
+                assert isinstance(ba, memoryview) and len(ba) >= 65536
+                assert ba.obj is bb.obj
+                other = []
+                ws2 = await connect(f"ws://127.0.0.1:{port}/")
+                t = threading.Thread(target=lambda: other.append(ws2.get_buffer(-1).obj))
+                t.start()
+                t.join()
+                assert other[0] is not ba.obj          # another thread, another buffer
+                await ws2.close()
+                # Frames split at any point across reads still parse.
+                f = FrameBuilder(client=False)          # as the server sends them
+                data = f.binary(b"x" * 5000) + f.text("two") + f.binary(b"y" * 20000)
+                await a.send(b"warm")
+                assert await a.receive() == b"warm"
+                with pytest.raises(InvalidArgumentError):
+                    a.buffer_updated(len(ba) + 1)
+                with pytest.raises(InvalidArgumentError):
+                    a.buffer_updated(-1)
+                # An echo peer feeds the bytes back through buffer_updated.
+                for cut in (1, 7, 5001, 5010, len(data) - 1):
+                    for piece in (data[:cut], data[cut:]):
+                        buf = a.get_buffer(-1)
+                        buf[:len(piece)] = piece
+                        a.buffer_updated(len(piece))
+                    got = [await a.receive() for _ in range(3)]
+                    assert got == [b"x" * 5000, "two", b"y" * 20000]
+        finally:
+            server.close()
     run(loop, main())
