@@ -58,6 +58,35 @@ int fc_ws_close_code_valid(unsigned code)
 
 /* ---- masking -------------------------------------------------------------- */
 
+#if defined(__GNUC__) && defined(__x86_64__)
+/* 32-byte vectors for large payloads on CPUs with AVX2, chosen at run time
+ * (wheels are built for baseline x86-64, which has SSE2 only): twice the
+ * SSE2 loop's rate where the data is in cache.  Same contract as
+ * fc_ws_mask; dst is 8-byte aligned and key8 is the key word at dst's
+ * phase.  Returns how many bytes it did (a multiple of 128). */
+__attribute__((target("avx2")))
+static size_t mask_avx2(uint8_t *dst, const uint8_t *src, size_t len, uint64_t key8)
+{
+    typedef uint64_t v4u64 __attribute__((vector_size(32)));
+    v4u64 kv = {key8, key8, key8, key8};
+    size_t i = 0;
+    for (; len - i >= 128; i += 128) {
+        v4u64 a, b, c, d;
+        memcpy(&a, src + i, 32);
+        memcpy(&b, src + i + 32, 32);
+        memcpy(&c, src + i + 64, 32);
+        memcpy(&d, src + i + 96, 32);
+        a ^= kv; b ^= kv; c ^= kv; d ^= kv;
+        memcpy(dst + i, &a, 32);
+        memcpy(dst + i + 32, &b, 32);
+        memcpy(dst + i + 64, &c, 32);
+        memcpy(dst + i + 96, &d, 32);
+    }
+    return i;
+}
+#define FC_WS_AVX2_MIN 512
+#endif
+
 void fc_ws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4], uint64_t pos)
 {
     size_t i = 0;
@@ -82,6 +111,12 @@ void fc_ws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[
          * unaligned source loads defined behaviour (it compiles to movdqu). */
         typedef uint64_t v2u64 __attribute__((vector_size(16)));
         v2u64 kv = {k, k};
+#if defined(FC_WS_AVX2_MIN)
+        /* __builtin_cpu_supports reads what libgcc's constructor found:
+         * a load and a bit test, no race. */
+        if (len - i >= FC_WS_AVX2_MIN && __builtin_cpu_supports("avx2"))
+            i += mask_avx2(dst + i, src + i, len - i, k);
+#endif
         for (; len - i >= 64; i += 64) {
             v2u64 a, b, c, d;
             memcpy(&a, src + i, 16);
