@@ -30,7 +30,7 @@ import weakref
 from flowcoro.db._base import Connection, PreparedStatement, QueryResult
 from flowcoro.db._errors import from_sqlite
 from flowcoro.db._sql import split
-from flowcoro.errors import DatabaseError, InterfaceError
+from flowcoro.errors import InterfaceError
 
 __all__ = ["SQLiteConnection"]
 

@@ -27,14 +27,12 @@ import logging
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 from flowcoro._core.httpserver import (
     FileResponse,
     as_response,
     Headers,
-    HttpConnection,
     Request,
     Response,
     Router,
