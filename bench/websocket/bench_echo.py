@@ -17,8 +17,9 @@ Servers (each started in its own process, pinned to CPU 0 when possible):
 Both without compression and without keep-alive pings.  The load
 generator (this process, pinned to CPU 1) opens --conns connections with
 FlowCoro's client handshake, then drives each with a raw asyncio protocol
-over FlowCoro's framing core (masked frames out, one echo awaited before
-the next send), so it costs less than the servers it measures.  Reported:
+(masked frames out, one echo awaited before the next send, replies counted
+by size after the first is checked: see Driver), so it costs less than the
+servers it measures.  Reported:
 echoed messages per second over --duration seconds after a 1 s warm-up,
 and the server process's CPU time per echoed message (user + system, from
 /proc), the steadier figure on a shared machine.
@@ -35,7 +36,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 sys.path.insert(0, ROOT)
 
 import flowcoro  # noqa: E402
-from flowcoro.websocket import FrameBuilder, FrameParser, connect  # noqa: E402
+from flowcoro.websocket import FrameBuilder, connect  # noqa: E402
 
 SERVER_CODE = {
     "flowcoro": """
@@ -76,20 +77,55 @@ uvloop.run(main())
 }
 
 
-class Driver(asyncio.Protocol):
-    """Echo client over the framing core: send, await the echo, send again."""
+class Driver(asyncio.BufferedProtocol):
+    """Echo client: send a prebuilt masked frame, await the echo, send again.
 
-    def __init__(self, frame, counter):
+    Replies are counted by size, not parsed: every server measured here
+    answers a binary message with one unmasked frame of the same payload,
+    and none sends pings (all run with keep-alive pings off), so a reply is
+    exactly ``len(reply)`` bytes.  The first reply of each connection is
+    compared with the expected frame byte for byte, and every later reply
+    that starts a read must start with the expected header; a mismatch
+    stops the run.  Reads land in one buffer that all drivers share (one
+    thread, and each read is consumed before the next one), so the load
+    generator makes no ``bytes`` object per read.  It has to stay well
+    below the servers' cost: when it saturates its CPU first, it caps the
+    fastest servers' rate and shrinks their ratios.
+    """
+
+    _buf = memoryview(bytearray(256 * 1024))
+
+    def __init__(self, frame, counter, reply):
         self.frame = frame
         self.counter = counter
-        self.parser = FrameParser(client=True, max_message=None)
+        self.reply = reply
+        self.rlen = len(reply)
+        self.head = reply[:{126: 4, 127: 10}.get(reply[1] & 0x7F, 2)]    # the header
+        self.got = 0
+        self.first = bytearray()
 
-    def data_received(self, data):
-        n = len(self.parser.feed(data))
-        if n:
-            self.counter[0] += n
-            for _ in range(n):
-                self.transport.write(self.frame)
+    def get_buffer(self, sizehint):
+        return self._buf
+
+    def buffer_updated(self, n):
+        if self.first is not None:
+            self.first += self._buf[:n]
+            if len(self.first) < self.rlen:
+                return
+            if self.first != self.reply:
+                raise SystemExit("the echo differs from the message sent")
+            self.first = None
+        else:
+            if self.got == 0 and self._buf[:len(self.head)] != self.head:
+                raise SystemExit("a reply does not start with the expected header")
+            self.got += n
+            if self.got < self.rlen:
+                return
+            if self.got > self.rlen:
+                raise SystemExit("more bytes than one reply: one message is in flight")
+            self.got = 0
+        self.counter[0] += 1
+        self.transport.write(self.frame)
 
     def start(self, transport):
         self.transport = transport
@@ -123,12 +159,13 @@ def proc_cpu(pid):
 async def measure(port, conns, size, duration, pid):
     payload = os.urandom(size)
     frame = FrameBuilder(client=True).binary(payload)
+    reply = FrameBuilder(client=False).binary(payload)
     counter = [0]
     wss = [await connect(f"ws://127.0.0.1:{port}/", compression=None, ping_interval=None,
                          max_size=None) for _ in range(conns)]
     drivers = []
     for ws in wss:
-        d = Driver(frame, counter)
+        d = Driver(frame, counter, reply)
         d.start(ws.transport)
         drivers.append(d)
     await asyncio.sleep(1.0)                       # warm-up

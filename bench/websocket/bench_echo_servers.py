@@ -25,8 +25,8 @@ machine's load hit all of them alike):
 
 No compression, no keep-alive pings, binary messages.  The load generator
 (this process, CPU 1) is the Driver of bench_echo.py: FlowCoro's client
-handshake, then a raw protocol over the framing core, one message in flight
-per connection.  Reported per point: echoed msgs/s and server CPU (user +
+handshake, then a raw protocol, one message in flight per connection,
+replies counted by size after the first one is checked byte for byte.  Reported per point: echoed msgs/s and server CPU (user +
 system from /proc/<pid>/stat) per echoed message; the summary gives the
 median over rounds.
 """
@@ -119,12 +119,14 @@ SERVERS = {  # name: (code, path)
 
 
 async def measure(port, path, conns, size, duration, pid):
-    frame = FrameBuilder(client=True).binary(os.urandom(size))
+    payload = os.urandom(size)
+    frame = FrameBuilder(client=True).binary(payload)
+    reply = FrameBuilder(client=False).binary(payload)
     counter = [0]
     wss = [await connect(f"ws://127.0.0.1:{port}{path}", compression=None, ping_interval=None,
                          max_size=None) for _ in range(conns)]
     for ws in wss:
-        Driver(frame, counter).start(ws.transport)
+        Driver(frame, counter, reply).start(ws.transport)
     await asyncio.sleep(1.0)                       # warm-up
     c0, t0, cpu0, s0 = counter[0], time.perf_counter(), time.process_time(), proc_cpu(pid)
     await asyncio.sleep(duration)
