@@ -58,33 +58,54 @@ int fc_ws_close_code_valid(unsigned code)
 
 /* ---- masking -------------------------------------------------------------- */
 
-#if defined(__GNUC__) && defined(__x86_64__)
-/* 32-byte vectors for large payloads on CPUs with AVX2, chosen at run time
- * (wheels are built for baseline x86-64, which has SSE2 only): twice the
- * SSE2 loop's rate where the data is in cache.  Same contract as
- * fc_ws_mask; dst is 8-byte aligned and key8 is the key word at dst's
- * phase.  Returns how many bytes it did (a multiple of 128). */
+#if defined(__GNUC__)
+/* XOR with the key word, four W-byte vectors per round (GCC/clang vector
+ * extension), as the body of a function (dst, src, len, key8) that returns
+ * how many bytes it did (a multiple of 4 * W).  dst is 8-byte aligned and
+ * key8 is the key word at dst's phase.  memcpy keeps the possibly unaligned
+ * source loads defined behaviour (it compiles to unaligned vector loads).
+ * A macro, not a shared inline function: a vector type wider than the
+ * target's registers is lowered through the stack, so each width needs its
+ * own type in its own function. */
+#define FC_WS_MASK_ROUNDS(VT, W)                                            \
+    VT kv;                                                                  \
+    for (int j = 0; j < (W) / 8; j++) kv[j] = key8;                         \
+    size_t i = 0;                                                           \
+    for (; len - i >= 4 * (W); i += 4 * (W)) {                              \
+        VT a, b, c, d;                                                      \
+        memcpy(&a, src + i, W);                                             \
+        memcpy(&b, src + i + (W), W);                                       \
+        memcpy(&c, src + i + 2 * (W), W);                                   \
+        memcpy(&d, src + i + 3 * (W), W);                                   \
+        a ^= kv; b ^= kv; c ^= kv; d ^= kv;                                 \
+        memcpy(dst + i, &a, W);                                             \
+        memcpy(dst + i + (W), &b, W);                                       \
+        memcpy(dst + i + 2 * (W), &c, W);                                   \
+        memcpy(dst + i + 3 * (W), &d, W);                                   \
+    }                                                                       \
+    return i;
+
+/* 16-byte vectors: SSE2 on x86-64, NEON on arm64, plain words elsewhere.
+ * gcc -O2 does not vectorise fc_ws_mask's word loop by itself; this
+ * doubles its throughput on large payloads. */
+static inline size_t mask_v16(uint8_t *dst, const uint8_t *src, size_t len, uint64_t key8)
+{
+    typedef uint64_t v2u64 __attribute__((vector_size(16)));
+    FC_WS_MASK_ROUNDS(v2u64, 16)
+}
+
+#if defined(__x86_64__)
+/* 32-byte vectors on CPUs with AVX2, chosen at run time from 512 bytes
+ * (wheels are built for baseline x86-64): ~1.7x the SSE2 rate where the
+ * data is in cache. */
 __attribute__((target("avx2")))
 static size_t mask_avx2(uint8_t *dst, const uint8_t *src, size_t len, uint64_t key8)
 {
     typedef uint64_t v4u64 __attribute__((vector_size(32)));
-    v4u64 kv = {key8, key8, key8, key8};
-    size_t i = 0;
-    for (; len - i >= 128; i += 128) {
-        v4u64 a, b, c, d;
-        memcpy(&a, src + i, 32);
-        memcpy(&b, src + i + 32, 32);
-        memcpy(&c, src + i + 64, 32);
-        memcpy(&d, src + i + 96, 32);
-        a ^= kv; b ^= kv; c ^= kv; d ^= kv;
-        memcpy(dst + i, &a, 32);
-        memcpy(dst + i + 32, &b, 32);
-        memcpy(dst + i + 64, &c, 32);
-        memcpy(dst + i + 96, &d, 32);
-    }
-    return i;
+    FC_WS_MASK_ROUNDS(v4u64, 32)
 }
 #define FC_WS_AVX2_MIN 512
+#endif
 #endif
 
 void fc_ws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4], uint64_t pos)
@@ -103,32 +124,14 @@ void fc_ws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[
         uint64_t k;
         for (int j = 0; j < 8; j++) kb[j] = key[(pos + i + (size_t)j) & 3u];
         memcpy(&k, kb, 8);
-#if defined(__GNUC__)
-        /* 16-byte vectors (GCC/clang vector extension: SSE2 on x86-64, NEON
-         * on arm64, plain words elsewhere), four per round.  gcc -O2 does
-         * not vectorise the word loop below by itself; this doubles the
-         * throughput on large payloads.  memcpy keeps the possibly
-         * unaligned source loads defined behaviour (it compiles to movdqu). */
-        typedef uint64_t v2u64 __attribute__((vector_size(16)));
-        v2u64 kv = {k, k};
 #if defined(FC_WS_AVX2_MIN)
         /* __builtin_cpu_supports reads what libgcc's constructor found:
          * a load and a bit test, no race. */
         if (len - i >= FC_WS_AVX2_MIN && __builtin_cpu_supports("avx2"))
             i += mask_avx2(dst + i, src + i, len - i, k);
 #endif
-        for (; len - i >= 64; i += 64) {
-            v2u64 a, b, c, d;
-            memcpy(&a, src + i, 16);
-            memcpy(&b, src + i + 16, 16);
-            memcpy(&c, src + i + 32, 16);
-            memcpy(&d, src + i + 48, 16);
-            a ^= kv; b ^= kv; c ^= kv; d ^= kv;
-            memcpy(dst + i, &a, 16);
-            memcpy(dst + i + 16, &b, 16);
-            memcpy(dst + i + 32, &c, 16);
-            memcpy(dst + i + 48, &d, 16);
-        }
+#if defined(__GNUC__)
+        i += mask_v16(dst + i, src + i, len - i, k);
 #endif
         /* 8 bytes per step: the portable path, and the tail of the above. */
         for (; len - i >= 8; i += 8) {
