@@ -18,8 +18,10 @@ Both without compression and without keep-alive pings.  The load
 generator (this process, pinned to CPU 1) opens --conns connections with
 FlowCoro's client handshake, then drives each with a raw asyncio protocol
 (masked frames out, one echo awaited before the next send, replies counted
-by size after the first is checked: see Driver), so it costs less than the
-servers it measures.  Reported:
+by size after the first is checked: see Driver), so it adds little on top
+of its own kernel TCP cost; that cost is about the fastest servers' own, so
+near them the client's CPU, not theirs, caps messages/s (bench/RESULTS.md).
+Reported:
 echoed messages per second over --duration seconds after a 1 s warm-up,
 and the server process's CPU time per echoed message (user + system, from
 /proc), the steadier figure on a shared machine.
